@@ -1,0 +1,109 @@
+"""Shared layers: activations, conv-BN-act, squeeze-excitation, drop path, weight init."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+
+Norm = Callable[[int], nn.Module]
+
+
+def make_norm(eps: float, momentum: float) -> Norm:
+    return partial(nn.BatchNorm2d, eps=eps, momentum=momentum)
+
+
+def make_act(name: str) -> nn.Module:
+    """h-swish = x * ReLU6(x + 3) / 6 and h-sigmoid = ReLU6(x + 3) / 6, as in MobileNetV3."""
+    if name == "none":
+        return nn.Identity()
+    return {
+        "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
+        "hswish": nn.Hardswish,
+        "swish": nn.SiLU,
+        "sigmoid": nn.Sigmoid,
+        "hsigmoid": nn.Hardsigmoid,
+    }[name]()
+
+
+class ConvBNAct(nn.Sequential):
+    """conv (padding k//2) [-> BN] -> act; `bn=None` leaves the BN out."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, *, act: str,
+                 norm: Norm | None, groups: int = 1, bias: bool = False, dilation: int = 1):
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, dilation * (kernel // 2),
+                                             dilation=dilation, groups=groups, bias=bias)]
+        if norm is not None:
+            layers.append(norm(cout))
+        layers.append(make_act(act))
+        super().__init__(*layers)
+
+
+def depthwise(ch: int, kernel: int, stride: int, *, act: str, norm: Norm) -> ConvBNAct:
+    return ConvBNAct(ch, ch, kernel, stride, act=act, norm=norm, groups=ch)
+
+
+class SqueezeExcite(nn.Module):
+    """GAP -> 1x1 (bias) [-> BN] -> act -> 1x1 (bias) -> gate -> multiply."""
+
+    def __init__(self, ch: int, reduce: int, *, act: str, gate: str, norm: Norm | None):
+        super().__init__()
+        self.reduce = ConvBNAct(ch, reduce, act=act, norm=norm, bias=True)
+        self.expand = nn.Conv2d(reduce, ch, 1, bias=True)
+        self.gate = make_act(gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.expand(self.reduce(s)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a sample's residual branch with probability p while training."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def init_weights(model: nn.Module, scheme: str) -> None:
+    """Weight init of the official code of each family.
+
+    torchvision: conv N(0, sqrt(2 / fan_out)), BN 1/0, Linear N(0, 0.01), biases 0
+    (MobileNetV2, MobileNeXt). tf_mnas: the same conv and BN, Linear U(+-1/sqrt(out))
+    (MoGA, AutoNL, AtomNAS). torch_default: PyTorch's own init (ReXNet, DARTS).
+    Modules with a `zero_init()` method (LightNL's last BN) re-apply it afterwards.
+    """
+    if scheme != "torch_default":
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                if scheme == "torchvision":
+                    nn.init.normal_(m.weight, 0.0, 0.01)
+                else:
+                    bound = 1.0 / math.sqrt(m.out_features)
+                    nn.init.uniform_(m.weight, -bound, bound)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    for m in model.modules():
+        if hasattr(m, "zero_init"):
+            m.zero_init()
