@@ -37,20 +37,32 @@ def to_dict(spec: Any) -> Any:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    """Block style for containers that hold lists of mappings (the spec, its head);
+    flow style, one line each, for everything else (a block, a conv layer, a genotype)."""
+
+
+def _holds_mapping_list(data: object) -> bool:
+    values = data.values() if isinstance(data, dict) else data
+    return any(isinstance(v, list) and any(isinstance(x, dict) for x in v) or
+               isinstance(v, dict) and _holds_mapping_list(v) for v in values)
+
+
+def _represent_dict(dumper: yaml.SafeDumper, data: dict) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(),
+                                    flow_style=not _holds_mapping_list(data))
 
 
 def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    flow = all(not isinstance(v, (dict, list)) or (isinstance(v, list) and len(v) <= 3 and
-               all(not isinstance(x, (dict, list)) for x in v)) for v in data)
+    flow = not any(isinstance(v, dict) for v in data)
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
 
+_Dumper.add_representer(dict, _represent_dict)
 _Dumper.add_representer(list, _represent_list)
 
 
 def dumps(spec: ArchSpec) -> str:
-    return yaml.dump(to_dict(spec), Dumper=_Dumper, sort_keys=False, width=100)
+    return yaml.dump(to_dict(spec), Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def save(spec: ArchSpec, path: str | os.PathLike) -> None:

@@ -1,0 +1,231 @@
+"""DARTS evaluation network (quark0/darts cnn/operations.py and cnn/model.py, CIFAR variant).
+
+Built from a CellSpec. Submodule names follow the official code (stem, cells.i.preprocess0,
+cells.i._ops.j.op, auxiliary_head, classifier, ...) so that the official state_dict keys
+line up with ours. BN is affine everywhere, as in the official evaluation networks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nas.arch.shapes import reduction_layers
+from nas.arch.spec import CellSpec, GenotypeSpec
+from nas.ops.layers import Norm, init_weights, make_norm
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> conv -> BN: the cell input preprocessing (1x1 in every DARTS cell)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int, norm: Norm):
+        super().__init__()
+        self.op = nn.Sequential(nn.ReLU(),
+                                nn.Conv2d(cin, cout, kernel, stride, padding, bias=False),
+                                norm(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """ReLU -> dilated depthwise kxk (stride s) -> 1x1 -> BN."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int,
+                 dilation: int, norm: Norm):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(cin, cin, kernel, stride, padding, dilation=dilation, groups=cin,
+                      bias=False),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            norm(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class SepConv(nn.Module):
+    """Two stacked (ReLU -> depthwise kxk -> 1x1 -> BN); only the first depthwise strides.
+
+    The official op repeats the separable conv twice, which is why a DARTS "sep_conv"
+    costs twice the params of a dil_conv of the same kernel.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int, norm: Norm):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(cin, cin, kernel, stride, padding, groups=cin, bias=False),
+            nn.Conv2d(cin, cin, 1, bias=False),
+            norm(cin),
+            nn.ReLU(),
+            nn.Conv2d(cin, cin, kernel, 1, padding, groups=cin, bias=False),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            norm(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution without losing every other pixel: ReLU, then two 1x1 stride-2
+    convs to cout/2 each, the second on the input shifted by one pixel, concat, BN.
+
+    Needs an even input resolution (the two halves must have equal sizes), as in the
+    official code.
+    """
+
+    def __init__(self, cin: int, cout: int, norm: Norm):
+        super().__init__()
+        if cout % 2:
+            raise ValueError(f"FactorizedReduce needs an even output width, got {cout}")
+        self.relu = nn.ReLU()
+        self.conv_1 = nn.Conv2d(cin, cout // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(cin, cout // 2, 1, stride=2, bias=False)
+        self.bn = norm(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+def make_op(name: str, c: int, stride: int, norm: Norm) -> nn.Module:
+    """One cell edge (width c -> c) by its spec.CELL_OPS name."""
+    if name == "max_pool_3x3":
+        return nn.MaxPool2d(3, stride, 1)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+    if name == "skip_connect":
+        return nn.Identity() if stride == 1 else FactorizedReduce(c, c, norm)
+    if name in ("sep_conv_3x3", "sep_conv_5x5"):
+        k = int(name[-1])
+        return SepConv(c, c, k, stride, k // 2, norm)
+    if name in ("dil_conv_3x3", "dil_conv_5x5"):
+        k = int(name[-1])
+        return DilConv(c, c, k, stride, k - 1, 2, norm)  # dilation 2: 'same' pad is k - 1
+    raise ValueError(f"unknown DARTS cell op {name!r}")
+
+
+def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero whole samples with probability p and rescale the rest by 1 / (1 - p)."""
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class Cell(nn.Module):
+    """A DARTS cell: inputs c_{k-2} (s0) and c_{k-1} (s1), one node per edge pair, output =
+    concat of the `concat` nodes.
+
+    In a reduction cell every edge reading input 0 or 1 has stride 2. When the previous
+    cell reduced, s0 is twice the size of s1 and is brought down by a FactorizedReduce.
+    """
+
+    def __init__(self, genotype: GenotypeSpec, c_pp: int, c_p: int, c: int, reduction: bool,
+                 reduction_prev: bool, norm: Norm):
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = (FactorizedReduce(c_pp, c, norm) if reduction_prev
+                            else ReLUConvBN(c_pp, c, 1, 1, 0, norm))
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, norm)
+        edges = genotype.reduce if reduction else genotype.normal
+        concat = genotype.reduce_concat if reduction else genotype.normal_concat
+        if reduction and any(i < 2 for i in concat):
+            # Inputs keep their resolution while every node is halved: the concat cannot work.
+            raise ValueError(f"reduce_concat {list(concat)} must not contain the cell inputs "
+                             f"0 or 1 (they are not downsampled)")
+        self._indices = [int(src) for _, src in edges]
+        self._concat = [int(i) for i in concat]
+        self.multiplier = len(self._concat)
+        self._ops = nn.ModuleList(make_op(op, c, 2 if reduction and src < 2 else 1, norm)
+                                  for op, src in edges)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        drop = self.training and drop_prob > 0.0
+        for node in range(len(self._ops) // 2):
+            total = 0
+            for j in (2 * node, 2 * node + 1):
+                op = self._ops[j]
+                h = op(states[self._indices[j]])
+                if drop and not isinstance(op, nn.Identity):
+                    h = drop_path(h, drop_prob)  # identity edges are never dropped
+                total = total + h
+            states.append(total)
+        return torch.cat([states[i] for i in self._concat], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier on the 8x8 map after the second reduction (32x32 input):
+    ReLU, avg pool 5 / stride 3 -> 2x2, 1x1 -> 128, 2x2 conv -> 768 (1x1), Linear.
+
+    Other input sizes leave a map larger than 1x1 and the Linear fails, as officially.
+    """
+
+    def __init__(self, c: int, num_classes: int, norm: Norm):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(),  # the official inplace ReLU gives the same values (all consumers ReLU first)
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(c, 128, 1, bias=False),
+            norm(128),
+            nn.ReLU(),
+            nn.Conv2d(128, 768, 2, bias=False),
+            norm(768),
+            nn.ReLU())
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class CellNet(nn.Module):
+    """NetworkCIFAR: stem conv3x3 -> `layers` cells -> GAP -> Linear.
+
+    Reductions (width x2) at layers//3 and 2*layers//3; the auxiliary head (spec.auxiliary)
+    reads the output of cell 2*layers//3. `drop_path_prob` starts at spec.drop_path and is
+    read at every forward: the official train.py ramps it per epoch by assigning it.
+    forward returns logits, or (logits, aux_logits) in training mode with an auxiliary head.
+    """
+
+    def __init__(self, spec: CellSpec):
+        super().__init__()
+        self.spec = spec
+        norm = make_norm(spec.bn.eps, spec.bn.momentum)
+        self.drop_path_prob = spec.drop_path
+        c_stem = spec.stem_multiplier * spec.init_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(spec.in_channels, c_stem, 3, padding=1, bias=False), norm(c_stem))
+        reductions = reduction_layers(spec.layers)
+        self._aux_at = reductions[1]
+        c_pp, c_p, c = c_stem, c_stem, spec.init_channels
+        c_aux = c_p
+        reduction_prev = False
+        cells = []
+        for i in range(spec.layers):
+            reduction = i in reductions
+            if reduction:
+                c *= 2
+            cell = Cell(spec.genotype, c_pp, c_p, c, reduction, reduction_prev, norm)
+            cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cell.multiplier * c
+            if i == self._aux_at:
+                c_aux = c_p
+        self.cells = nn.ModuleList(cells)
+        self.auxiliary_head = (AuxiliaryHeadCIFAR(c_aux, spec.num_classes, norm)
+                               if spec.auxiliary else None)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, spec.num_classes)
+        init_weights(self, "torch_default")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        s0 = s1 = self.stem(x)
+        aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self._aux_at and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits if aux is None else (logits, aux)
