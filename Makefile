@@ -1,0 +1,32 @@
+# Two entry points for a fresh clone: `make demo` and `make test` (both set up .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test test-all bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+# The main job on this machine: the zoo report (every published architecture, exact counts).
+demo: venv
+	$(BIN)/python -m nas.zoo
+
+# Default test run (no `slow` tests), two workers.
+test: venv
+	$(BIN)/python -m pytest -q -n 2
+
+# Everything, the slow tests included.
+test-all: venv
+	$(BIN)/python -m pytest -q -n 2 -m ""
+
+bench: venv
+	$(BIN)/python scripts/bench_cost.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
