@@ -209,3 +209,17 @@ def test_random_specs_round_trip_and_cost_model_is_exact(spec):
 def test_replace_keeps_spec_valid():
     spec = dataclasses.replace(get_spec("moga_b"), num_classes=7)
     assert io.loads(io.dumps(spec)).num_classes == 7
+
+
+def test_cell_spec_shape_rules():
+    data = io.to_dict(get_spec("darts_v2"))
+    data["genotype"]["reduce_concat"] = [0, 2, 3]
+    with pytest.raises(SpecError, match=r"genotype\.reduce_concat: expected intermediate nodes"):
+        io.loads(yaml.safe_dump(data))
+    data = io.to_dict(get_spec("darts_v2"))
+    data["input_size"] = 64
+    with pytest.raises(SpecError, match="auxiliary: expected false unless input_size is 32"):
+        io.loads(yaml.safe_dump(data))
+    data["auxiliary"], data["input_size"] = False, 30
+    with pytest.raises(SpecError, match="input_size: expected a multiple of 4"):
+        io.loads(yaml.safe_dump(data))

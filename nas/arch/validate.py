@@ -208,6 +208,15 @@ def validate_cell(spec: CellSpec) -> None:
     _common(spec)
     _cell_edges("genotype.normal", spec.genotype.normal, spec.genotype.normal_concat)
     _cell_edges("genotype.reduce", spec.genotype.reduce, spec.genotype.reduce_concat)
+    if any(c < 2 for c in spec.genotype.reduce_concat):
+        _fail("genotype.reduce_concat", "intermediate nodes only (>= 2): the cell inputs keep "
+              "their resolution in a reduction cell", spec.genotype.reduce_concat)
+    if spec.input_size % 4:
+        _fail("input_size", "a multiple of 4 (each reduction cell halves an even map)",
+              spec.input_size)
+    if spec.auxiliary and spec.input_size != 32:
+        _fail("auxiliary", "false unless input_size is 32 (the CIFAR auxiliary head needs the "
+              "8x8 map after two reductions)", spec.auxiliary)
     _positive("init_channels", spec.init_channels)
     if spec.init_channels % 2:
         _fail("init_channels", "an even width (factorized reduce halves it)", spec.init_channels)

@@ -124,8 +124,9 @@ def mobilenext_effnet(variant: str = "b0", *, num_classes: int = 1000, input_siz
         head=HeadSpec(dropout=0.2, classifier="linear", unused_bn=1280), drop_path=0.2)
 
 
-# width: official README params / MAdds / top-1 (the 0.75 params figure does not match
-# the released construction, which gives 2.74 M); exact count of the released x1.0 log.
+# width: official README params / MAdds / top-1; exact count of the released x1.0 log.
+# The released construction gives 1.91 / 2.15 / 2.77 / 3.54 / 6.13 M params: the README's
+# 0.35, 0.5 and 0.75 params figures are not what this construction counts.
 _MBV2 = {
     0.35: ("1.8 M / 80 M / 64.7 %", None),
     0.5: ("2.1 M / 110 M / 67.7 %", None),

@@ -14,8 +14,8 @@ class ZooEntry:
     """A published architecture.
 
     make(num_classes, input_size) returns its spec; `official_params` is the exact
-    count of the official code at the default classes (None where only rounded paper
-    figures exist); `published` restates the paper's params / FLOPs / top-1.
+    count of the official code at the default classes (specs.md section 3; None where
+    only rounded paper figures exist); `published` restates params / FLOPs / top-1.
     """
 
     name: str
@@ -51,6 +51,11 @@ def entry(name: str) -> ZooEntry:
 
 
 def get_spec(name: str, num_classes: int | None = None, input_size: int | None = None) -> ArchSpec:
-    """The published spec `name`, for any number of classes and input size."""
+    """The published spec `name`, for any number of classes and input size (validated, so a
+    size the network cannot take fails here with one line)."""
+    from nas.arch.validate import validate
+
     e = entry(name)
-    return e.make(num_classes=num_classes or e.num_classes, input_size=input_size or e.input_size)
+    spec = e.make(num_classes=num_classes or e.num_classes, input_size=input_size or e.input_size)
+    validate(spec)
+    return spec
