@@ -12,7 +12,7 @@ from torch import nn
 
 from nas.arch.shapes import reduction_layers
 from nas.arch.spec import CellSpec, GenotypeSpec
-from nas.ops.layers import Norm, init_weights, make_norm
+from nas.ops.layers import Norm, drop_path, init_weights, make_norm
 
 
 class ReLUConvBN(nn.Module):
@@ -105,13 +105,6 @@ def make_op(name: str, c: int, stride: int, norm: Norm) -> nn.Module:
         k = int(name[-1])
         return DilConv(c, c, k, stride, k - 1, 2, norm)  # dilation 2: 'same' pad is k - 1
     raise ValueError(f"unknown DARTS cell op {name!r}")
-
-
-def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Zero whole samples with probability p and rescale the rest by 1 / (1 - p)."""
-    keep = 1.0 - p
-    mask = x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(keep)
-    return x * mask / keep
 
 
 class Cell(nn.Module):

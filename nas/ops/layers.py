@@ -61,6 +61,13 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.expand(self.reduce(s)))
 
 
+def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero whole samples with probability p and rescale the rest by 1 / (1 - p)."""
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
 class DropPath(nn.Module):
     """Stochastic depth: zero a sample's residual branch with probability p while training."""
 
@@ -71,9 +78,7 @@ class DropPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return drop_path(x, self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -59,4 +59,4 @@ for _w, (_pub, _exact) in _PUBLISHED.items():
 
 register(ZooEntry(
     "mobilenetv2_100_lightnl", partial(mobilenetv2, 1.0, lightnl=True, name="mobilenetv2_100_lightnl"),
-    "AutoNL Sec. 4.1", "- / 316 M (+15 M) / 75.0 %"))
+    "AutoNL Sec. 4.1", "- / 316 M (+15 M) / 75.0 %", official_params=3_521_416))
