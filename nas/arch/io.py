@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -17,11 +16,9 @@ from typing import Any
 
 import yaml
 
-from nas.arch.spec import BLOCK_TYPES, FAMILIES, ArchSpec
-
-
-class SpecError(ValueError):
-    """A spec that cannot describe a network; the message is one line."""
+from nas.arch.spec import BLOCK_TYPES, FAMILIES, ArchSpec, SpecError
+from nas.arch.validate import validate
+from nas.files import write_text_atomic
 
 
 # --------------------------------------------------------------------------- to dict
@@ -67,12 +64,7 @@ def dumps(spec: ArchSpec) -> str:
 
 def save(spec: ArchSpec, path: str | os.PathLike) -> None:
     """Write atomically: a crash never leaves a half-written arch file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(dumps(spec))
-    os.replace(tmp, path)
+    write_text_atomic(path, dumps(spec))
 
 
 # --------------------------------------------------------------------------- from dict
@@ -176,8 +168,6 @@ def _convert_block(value: Any, where: str) -> Any:
 
 def from_dict(data: Any) -> ArchSpec:
     """Typed and validated spec from a plain dict; raises SpecError with one line."""
-    from nas.arch.validate import validate
-
     if not isinstance(data, dict):
         raise SpecError(f"expected a mapping with a 'family' field, got {type(data).__name__}")
     family = data.get("family")

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+class SpecError(ValueError):
+    """A spec that cannot describe a network; the message is one line."""
+
+
 ACTIVATIONS = ("none", "relu", "relu6", "hswish", "swish")
 GATES = ("sigmoid", "hsigmoid")
 INIT_SCHEMES = ("torch_default", "torchvision", "tf_mnas")

@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch import nn
 from nas.arch.io import to_dict
 from nas.arch.shapes import conv_out, iter_blocks, last_channels
 from nas.arch.spec import ChainSpec
+from nas.files import write_text_atomic
 
 FORMAT = "nas.latency_table"
 VERSION = 1
@@ -376,18 +376,7 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write JSON atomically (temp file + os.replace): a crash never leaves half a table."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyTable":

@@ -89,10 +89,8 @@ class MixedKernel(_Residual):
     def body(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_identity:
             return x
-        h = self.expand(x)
-        parts = h.split(self.splits, dim=1) if len(self.splits) > 1 else (h,)
-        h = torch.cat([dw(p) for dw, p in zip(self.dws, parts)], dim=1) if len(parts) > 1 \
-            else self.dws[0](parts[0])
+        parts = self.expand(x).split(self.splits, dim=1)
+        h = torch.cat([dw(p) for dw, p in zip(self.dws, parts)], dim=1)
         return self.project(self.se(h))
 
 

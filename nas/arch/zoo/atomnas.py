@@ -31,6 +31,30 @@ HIDDEN = {
 STEM = {"a": 16, "b": 32, "c": 32}
 
 
+def _chain(stem: int, hidden_rows: list, *, plus: bool, num_classes: int, input_size: int,
+           name: str) -> ChainSpec:
+    """Stem, the fixed t=1 k3 block to 16 channels, then one mixed-kernel block per row."""
+    act = "swish" if plus else "relu"
+
+    def se(cin: int) -> SESpec | None:
+        return SESpec(reduce=round(cin * 0.5), act=act, gate="sigmoid") if plus else None
+
+    blocks = [MixedKernelSpec(out=16, stride=1, kernels=[3], hidden=[stem], expand=False,
+                              act=act, se=se(stem), residual="identity" if stem == 16 else "none")]
+    cin = 16
+    for (out, stride), hidden in zip(LAYOUT, hidden_rows):
+        blocks.append(MixedKernelSpec(
+            out=out, stride=stride, kernels=list(KERNELS), hidden=list(hidden), expand=True,
+            act=act, se=se(cin), residual="identity" if stride == 1 and cin == out else "none"))
+        cin = out
+    return ChainSpec(
+        name=name, num_classes=num_classes, input_size=input_size,
+        bn=BatchNormSpec(eps=1e-3, momentum=0.01), init="tf_mnas",
+        stem=ConvSpec(out=stem, kernel=3, stride=2, act=act), blocks=blocks,
+        head=HeadSpec(pre_pool=[ConvSpec(out=1280, act=act)], dropout=0.28 if plus else 0.2,
+                      classifier="linear"))
+
+
 def atomnas(variant: str, plus: bool = False, *, num_classes: int = 1000, input_size: int = 224,
             name: str | None = None) -> ChainSpec:
     """ReLU network (A/B/C), or with `plus`: Swish everywhere and an SE (reduce
@@ -38,40 +62,17 @@ def atomnas(variant: str, plus: bool = False, *, num_classes: int = 1000, input_
 
     Dropout: 0.2 (the search-and-train run) for A/B/C, 0.28 for the retrained "+" nets.
     """
-    act = "swish" if plus else "relu"
-
-    def se(cin: int) -> SESpec | None:
-        return SESpec(reduce=round(cin * 0.5), act=act, gate="sigmoid") if plus else None
-
-    stem = STEM[variant]
-    blocks = [MixedKernelSpec(out=16, stride=1, kernels=[3], hidden=[stem], expand=False,
-                              act=act, se=se(stem), residual="identity" if stem == 16 else "none")]
-    cin = 16
-    for (out, stride), hidden in zip(LAYOUT, HIDDEN[variant]):
-        blocks.append(MixedKernelSpec(
-            out=out, stride=stride, kernels=list(KERNELS), hidden=list(hidden), expand=True,
-            act=act, se=se(cin), residual="identity" if stride == 1 and cin == out else "none"))
-        cin = out
-    return ChainSpec(
-        name=name or f"atomnas_{variant}{'_plus' if plus else ''}", num_classes=num_classes,
-        input_size=input_size, bn=BatchNormSpec(eps=1e-3, momentum=0.01), init="tf_mnas",
-        stem=ConvSpec(out=stem, kernel=3, stride=2, act=act), blocks=blocks,
-        head=HeadSpec(pre_pool=[ConvSpec(out=1280, act=act)], dropout=0.28 if plus else 0.2,
-                      classifier="linear"))
+    return _chain(STEM[variant], HIDDEN[variant], plus=plus, num_classes=num_classes,
+                  input_size=input_size,
+                  name=name or f"atomnas_{variant}{'_plus' if plus else ''}")
 
 
 def atomnas_supernet(stem: int = 32, *, num_classes: int = 1000, input_size: int = 224) -> ChainSpec:
     """The AtomNAS search supernet as a spec: every searchable block holds 6 * C_in atoms per
     kernel 3/5/7 (1,520,973,056 MACs with stem 32, the paper's 1521 M)."""
-    spec = atomnas("a", num_classes=num_classes, input_size=input_size, name=f"atomnas_supernet")
-    spec.stem.out = stem
-    spec.blocks[0] = MixedKernelSpec(out=16, stride=1, kernels=[3], hidden=[stem], expand=False,
-                                     act="relu", residual="identity" if stem == 16 else "none")
-    cin = 16
-    for b in spec.blocks[1:]:
-        b.hidden = [6 * cin] * 3
-        cin = b.out
-    return spec
+    ins = [16] + [out for out, _ in LAYOUT[:-1]]
+    return _chain(stem, [(6 * c,) * 3 for c in ins], plus=False, num_classes=num_classes,
+                  input_size=input_size, name="atomnas_supernet")
 
 
 _PUBLISHED = {  # paper params are conv/linear only (params_nobn)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from nas.arch.spec import ArchSpec
+from nas.arch.validate import validate
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,6 @@ def entry(name: str) -> ZooEntry:
 def get_spec(name: str, num_classes: int | None = None, input_size: int | None = None) -> ArchSpec:
     """The published spec `name`, for any number of classes and input size (validated, so a
     size the network cannot take fails here with one line)."""
-    from nas.arch.validate import validate
-
     e = entry(name)
     spec = e.make(num_classes=num_classes or e.num_classes, input_size=input_size or e.input_size)
     validate(spec)
