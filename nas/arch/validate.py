@@ -6,7 +6,7 @@ what was expected.
 
 from __future__ import annotations
 
-from nas.arch.shapes import ir_hidden, iter_blocks, last_channels
+from nas.arch.shapes import ir_hidden, iter_blocks
 from nas.arch.spec import (ACTIVATIONS, CELL_OPS, CLASSIFIERS, GATES, INIT_SCHEMES, RESIDUALS,
                            SANDGLASS_FORMS, CellSpec, ChainSpec, ConvSpec, InvertedResidualSpec,
                            MixedKernelSpec, SandglassSpec, SeparableSpec, SESpec, SpecError)
