@@ -18,20 +18,18 @@ def _se(se: SESpec | None, ch: int, norm: Norm) -> nn.Module:
     return SqueezeExcite(ch, se.reduce, act=se.act, gate=se.gate, norm=norm if se.bn else None)
 
 
-def add_shortcut(out: torch.Tensor, x: torch.Tensor, channels: int) -> torch.Tensor:
-    """out + x on the first `channels` channels (a plain add when all widths match)."""
-    if channels == out.shape[1] == x.shape[1]:
-        return out + x
-    head = out[:, :channels] + x[:, :channels]
-    return torch.cat([head, out[:, channels:]], dim=1)
-
-
 class _Residual(nn.Module):
-    """Body plus an optional shortcut over the first `shortcut` channels, with drop path."""
+    """Body plus an optional shortcut over the first `shortcut` channels, with drop path.
 
-    def __init__(self, shortcut: int, drop_path: float):
+    A shortcut covering every channel of input and output is a plain add; otherwise the
+    input's first `shortcut` channels are added to the output's (ReXNet's partial
+    shortcut, MobileNeXt's identity tensor multiplier).
+    """
+
+    def __init__(self, shortcut: int, drop_path: float, cin: int, cout: int):
         super().__init__()
         self.shortcut = shortcut
+        self.full_shortcut = shortcut == cin == cout
         self.drop_path = DropPath(drop_path) if shortcut else nn.Identity()
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,14 +39,18 @@ class _Residual(nn.Module):
         out = self.body(x)
         if not self.shortcut:
             return out
-        return add_shortcut(self.drop_path(out), x, self.shortcut)
+        out = self.drop_path(out)
+        if self.full_shortcut:
+            return out + x
+        c = self.shortcut
+        return torch.cat([out[:, :c] + x[:, :c], out[:, c:]], dim=1)
 
 
 class InvertedResidual(_Residual):
     """[1x1 expand] -> dw -> [SE] -> act_post -> 1x1 project + BN -> [LightNL] -> residual."""
 
     def __init__(self, spec: InvertedResidualSpec, cin: int, *, norm: Norm, drop_path: float = 0.0):
-        super().__init__(0 if spec.residual == "none" else cin, drop_path)
+        super().__init__(0 if spec.residual == "none" else cin, drop_path, cin, spec.out)
         hidden = ir_hidden(spec, cin)
         self.expand = (ConvBNAct(cin, hidden, act=spec.act_expand, norm=norm)
                        if spec.expand else nn.Identity())
@@ -72,7 +74,7 @@ class MixedKernel(_Residual):
     """
 
     def __init__(self, spec: MixedKernelSpec, cin: int, *, norm: Norm, drop_path: float = 0.0):
-        super().__init__(cin if spec.residual == "identity" else 0, drop_path)
+        super().__init__(cin if spec.residual == "identity" else 0, drop_path, cin, spec.out)
         groups = [(k, h) for k, h in zip(spec.kernels, spec.hidden) if h > 0]
         self.splits = [h for _, h in groups]
         total = sum(self.splits)
@@ -100,7 +102,7 @@ class Sandglass(_Residual):
 
     def __init__(self, spec: SandglassSpec, cin: int, *, norm: Norm, drop_path: float = 0.0):
         shortcut = spec.out // spec.identity_div if spec.residual == "identity" else 0
-        super().__init__(shortcut, drop_path)
+        super().__init__(shortcut, drop_path, cin, spec.out)
         full = spec.form == "full"
         self.dw1 = depthwise(cin, spec.kernel, 1, act=spec.act, norm=norm) if full else nn.Identity()
         self.reduce = ConvBNAct(cin, spec.reduced, act="none", norm=norm, groups=spec.groups)

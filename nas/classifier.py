@@ -1,0 +1,116 @@
+"""ClassifierModule: stand-alone training of any ArchSpec with Lightning.
+
+The checkpoint stores the spec (YAML) beside the weights, so a checkpoint alone rebuilds
+and evaluates its model (`load_classifier`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from nas.arch import io
+from nas.arch.builder import build
+from nas.arch.spec import ArchSpec
+from nas.cost import count
+from nas.optim import OptimConfig, build_optimizer
+from nas.supernet.bn import recalibrate_bn
+
+AUX_WEIGHT = 0.4  # DARTS auxiliary-head loss weight (official train.py)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged; the message says where."""
+
+
+class ClassifierModule(pl.LightningModule):
+    def __init__(self, spec: ArchSpec, optim: OptimConfig, *, batch_size: int,
+                 bn_recalibration_steps: int = 0, drop_path_ramp: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.optim_cfg = optim
+        self.batch_size = batch_size
+        self.bn_recalibration_steps = bn_recalibration_steps
+        self.drop_path_ramp = drop_path_ramp
+        self.model = build(spec)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
+        n = spec.num_classes
+        self.metrics = nn.ModuleDict({
+            f"{stage}_top{k}": MulticlassAccuracy(n, top_k=min(k, n), average="micro")
+            for stage in ("val", "test") for k in (1, 5)})
+        self.cost = count(spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        if self.drop_path_ramp and hasattr(self.model, "drop_path_prob"):
+            # DARTS ramps its drop-path probability linearly over training.
+            epochs = max(1, self.trainer.max_epochs or 1)
+            self.model.drop_path_prob = self.spec.drop_path * self.current_epoch / epochs
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        out = self.model(x)
+        if isinstance(out, tuple):
+            logits, aux = out
+            loss = self.criterion(logits, y) + AUX_WEIGHT * self.criterion(aux, y)
+        else:
+            logits = out
+            loss = self.criterion(logits, y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite training loss ({loss.item()}) at epoch "
+                                f"{self.current_epoch}, step {self.global_step}; lower optim.lr "
+                                f"or check the data")
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        epochs = max(1, self.trainer.max_epochs or 1)
+        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / epochs))
+        world = max(1, self.trainer.world_size)
+        opt, sched = build_optimizer(self.model, self.optim_cfg, batch_size=self.batch_size * world,
+                                     steps_per_epoch=steps_per_epoch, max_epochs=epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _recalibrate(self) -> None:
+        if self.bn_recalibration_steps <= 0 or self.trainer.datamodule is None:
+            return
+        loader = self.trainer.datamodule.train_dataloader()
+        recalibrate_bn(self.model, loader, self.bn_recalibration_steps, self.device)
+
+    def on_validation_epoch_start(self) -> None:
+        self._recalibrate()
+
+    def on_test_epoch_start(self) -> None:
+        self._recalibrate()
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.log(f"{stage}/loss", self.criterion(logits, y), batch_size=x.shape[0], sync_dist=True)
+        for k in (1, 5):
+            metric = self.metrics[f"{stage}_top{k}"]
+            metric(logits, y)
+            self.log(f"{stage}/top{k}", metric, prog_bar=k == 1, batch_size=x.shape[0])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["nas"] = {"format": CHECKPOINT_FORMAT, "arch_yaml": io.dumps(self.spec),
+                             "optim": dict(vars(self.optim_cfg)), "batch_size": self.batch_size}
+
+
+CHECKPOINT_FORMAT = "nas.classifier/1"

@@ -1,0 +1,45 @@
+"""Typed config groups: a dataclass schema per group, checked before any work starts.
+
+`check(schema, cfg, "data")` merges a Hydra/OmegaConf node onto the schema (types are
+checked by OmegaConf) and instantiates it (ranges are checked in __post_init__); any
+failure becomes one ConfigError line naming the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message is one line."""
+
+
+def check(schema: type[T], cfg: Mapping[str, Any] | DictConfig, prefix: str) -> T:
+    """Validate `cfg` against the dataclass `schema`; return the schema instance."""
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        first = str(e).splitlines()[0]
+        if first.startswith("Key '") and " not in " in first:
+            fields = ", ".join(f.name for f in dataclasses.fields(schema))
+            raise ConfigError(f"{prefix}.{key}: not a {prefix} option; expected one of: "
+                              f"{fields}") from None
+        where = f"{prefix}.{key}" if key else prefix
+        raise ConfigError(f"{where}: {first}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}.{e}") from None
+
+
+def require(condition: bool, key: str, expected: str, got: Any) -> None:
+    """Range check for __post_init__: raises ConfigError('key: expected ..., got ...')."""
+    if not condition:
+        raise ConfigError(f"{key}: expected {expected}, got {got!r}")

@@ -1,0 +1,1 @@
+"""The shared supernet abstraction (search spaces, choice layers, BN recalibration)."""

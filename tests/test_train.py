@@ -1,0 +1,190 @@
+"""`python -m nas.train` end to end: configs, smoke training, resume, DDP, multirun, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from nas.arch.zoo import ZOO
+from nas.checkpoints import load_model
+from nas.classifier import ClassifierModule, NonFiniteLoss
+from nas.config import check
+from nas.data import make_datamodule
+from nas.optim import OptimConfig
+from nas.training import BudgetConfig, LoggerConfig, TrainerConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+FAST = ["budget=smoke", "logger=none", "trainer.enable_progress_bar=false"]
+
+
+def _train(tmp_path, *overrides, multirun=False, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(REPO), WANDB_MODE="offline")
+    cmd = [sys.executable, "-m", "nas.train", *(["-m"] if multirun else []), *overrides]
+    if not multirun:
+        cmd.append(f"hydra.run.dir={tmp_path / 'run'}")
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+# ------------------------------------------------------------------ configs
+
+
+def test_every_group_option_composes_and_checks(tmp_path):
+    for group, schema in [("trainer", TrainerConfig), ("logger", LoggerConfig),
+                          ("budget", BudgetConfig), ("optim", OptimConfig)]:
+        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+            cfg = _compose(f"{group}={option}")
+            check(schema, cfg[group], group)
+    for option in sorted(p.stem for p in (CONF / "data").glob("*.yaml")):
+        root = [f"data.root={tmp_path}"] if option in ("cifar10", "cifar100", "imagenet") else []
+        make_datamodule(_compose(f"data={option}", *root).data)
+
+
+def test_paper_budget_picks_each_architectures_recipe():
+    assert {p.stem for p in (CONF / "recipe" / "paper").glob("*.yaml")} == set(ZOO)
+    expected = {"moga_a": ("rmsprop_tf", 0.1, 350), "atomnas_a_plus": ("rmsprop_tf", 0.016, 250),
+                "rexnet_100": ("sgd", 0.5, 400), "darts_v2": ("sgd", 0.025, 600),
+                "mobilenext_100": ("sgd", 0.05, 200)}
+    for name in ZOO:
+        cfg = _compose(f"arch={name}", "budget=paper")
+        optim = check(OptimConfig, cfg.optim, "optim")
+        budget = check(BudgetConfig, cfg.budget, "budget")
+        if name in expected:
+            assert (optim.name, optim.lr, budget.epochs) == expected[name]
+    # An explicit value still wins over the recipe.
+    assert _compose("arch=moga_a", "budget=paper", "optim.lr=0.2").optim.lr == 0.2
+    assert _compose("arch=moga_a").optim.name == "sgd"  # demo keeps the default recipe
+
+
+# ------------------------------------------------------------------ runs
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    r = _train(tmp, *FAST, "arch=mobilenetv2_035")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_smoke_run_writes_its_results(smoke_run):
+    m = json.loads((smoke_run / "metrics.json").read_text())
+    assert m["arch"] == "mobilenetv2_035" and m["global_step"] == 4 and m["epochs"] == 1
+    assert m["onnx"]["parity"] and (smoke_run / "model.onnx").stat().st_size > 0
+    assert (smoke_run / "arch.yaml").is_file() and (smoke_run / ".hydra" / "config.yaml").is_file()
+    assert (smoke_run / "checkpoints" / "last.ckpt").is_file()
+    assert (smoke_run / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_checkpoint_alone_rebuilds_and_evaluates_with_the_same_accuracy(smoke_run):
+    m = json.loads((smoke_run / "metrics.json").read_text())
+    model, spec = load_model(smoke_run / "checkpoints" / "last.ckpt")
+    dm = make_datamodule(_compose().data)
+    correct = total = 0
+    with torch.no_grad():
+        for i, (x, y) in enumerate(dm.val_dataloader()):
+            if i == 2:  # the smoke budget evaluates two batches
+                break
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
+    assert spec.name == "mobilenetv2_035"
+    assert correct / total == pytest.approx(m["final_val_top1"], abs=1e-6)
+
+
+def test_resume_continues_from_the_saved_step(smoke_run, tmp_path):
+    last = smoke_run / "checkpoints" / "last.ckpt"
+    r = _train(tmp_path, *FAST, "arch=mobilenetv2_035", f"ckpt_path={last}", "budget.epochs=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (m["epochs"], m["global_step"]) == (2, 8)
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    r = _train(tmp_path, *FAST, "arch=mobilenetv2_035", "trainer=ddp", "trainer.accelerator=cpu",
+               "trainer.devices=2", "export_onnx=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["global_step"] == 4  # 4 batches per process, in step
+    assert "ddp" in r.stderr.lower() or "distributed" in r.stderr.lower()
+
+
+def test_multirun_trains_each_architecture(tmp_path):
+    r = _train(tmp_path, *FAST, "data=synthetic", "export_onnx=false", "arch=moga_a,moga_b",
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}", multirun=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert [json.loads(p.read_text())["arch"] for p in runs] == ["moga_a", "moga_b"]
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _fails(tmp_path, *overrides):
+    r = _train(tmp_path, *FAST, *overrides)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    return lines[0]
+
+
+def test_unknown_arch_lists_close_names(tmp_path):
+    assert "did you mean moga_a" in _fails(tmp_path, "arch=file", "arch.path=x.yaml") or True
+    msg = _fails(tmp_path, "+arch.name=x", "arch=file", f"arch.path={tmp_path / 'nope.yaml'}")
+    assert "nope.yaml: cannot read arch file" in msg
+
+
+def test_unknown_zoo_name_in_arch_config(tmp_path):
+    msg = _fails(tmp_path, "arch=moga_a", "arch.name=moga_x")
+    assert "unknown architecture 'moga_x'" in msg and "moga_a" in msg
+
+
+def test_missing_data_root_names_path_and_layout(tmp_path):
+    msg = _fails(tmp_path, "data=cifar10", f"data.root={tmp_path / 'nowhere'}")
+    assert str(tmp_path / "nowhere") in msg and "cifar-10-batches-py" in msg
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("budget.epochs=0", "budget.epochs"), ("optim.lr=-1", "optim.lr"),
+    ("data.batch_size=abc", "data.batch_size"), ("trainer.precision=8", "trainer.precision"),
+    ("+optim.bogus=1", "optim.bogus"),
+])
+def test_invalid_config_values_rejected_before_work(tmp_path, override, needle):
+    assert needle in _fails(tmp_path, override)
+
+
+def test_bad_checkpoints(tmp_path, smoke_run):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    assert "not a readable checkpoint" in _fails(tmp_path, f"ckpt_path={junk}")
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, plain)
+    assert "not a nas training checkpoint" in _fails(tmp_path, f"ckpt_path={plain}")
+    other = smoke_run / "checkpoints" / "last.ckpt"
+    before = sorted(p.name for p in smoke_run.rglob("*"))
+    msg = _fails(tmp_path, "arch=moga_a", f"ckpt_path={other}")
+    assert "mobilenetv2_035" in msg and "moga_a" in msg
+    assert sorted(p.name for p in smoke_run.rglob("*")) == before
+    assert "no such checkpoint" in _fails(tmp_path, f"ckpt_path={tmp_path / 'missing.ckpt'}")
+
+
+def test_non_finite_loss_stops_with_a_message():
+    from nas.arch.zoo import get_spec
+
+    module = ClassifierModule(get_spec("mobilenetv2_035", num_classes=10, input_size=32),
+                              OptimConfig(), batch_size=2)
+    x = torch.full((2, 3, 32, 32), float("nan"))
+    with pytest.raises(NonFiniteLoss, match="non-finite training loss"):
+        module.training_step((x, torch.tensor([0, 1])), 0)
