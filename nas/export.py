@@ -11,10 +11,14 @@ from torch import nn
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path,
-                atol: float = 1e-4) -> dict:
+                rtol: float = 1e-3, atol: float = 1e-4) -> dict:
     """Export `model` (eval mode, dynamic batch) and compare onnxruntime with torch on a
-    random batch; returns {"path", "max_abs_diff", "parity"}. The file is written to a
-    temp name first and renamed, so a failed export leaves no partial model."""
+    random batch; returns {"path", "max_abs_diff", "parity"}.
+
+    Parity is numpy's allclose (|a - b| <= atol + rtol * |b|): a barely trained network
+    whose BN statistics lag its weights can emit logits of 1e6, where float32 alone
+    differs in the first decimal. The file is written to a temp name first and renamed,
+    so a failed export leaves no partial model."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -36,4 +40,5 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
         tmp.unlink(missing_ok=True)
         model.train(was_training)
     diff = float(np.abs(got - expected).max())
-    return {"path": str(path), "max_abs_diff": diff, "parity": diff <= atol}
+    return {"path": str(path), "max_abs_diff": diff,
+            "parity": bool(np.allclose(got, expected, rtol=rtol, atol=atol))}

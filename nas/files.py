@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Callable
 
 
 def _default_mode() -> int:
@@ -13,21 +14,26 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to a temp file beside `path`, then rename it over `path`.
+def write_atomic(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:
+    """Call `write(f)` on a temp file beside `path`, then rename it over `path`.
 
-    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600; on any
+    failure the temp file is removed and `path` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, _default_mode())
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, lambda f: f.write(text))

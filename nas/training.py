@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,13 +29,17 @@ log = logging.getLogger(__name__)
 @dataclass
 class BudgetConfig:
     name: str = "demo"
-    epochs: int = 6
+    epochs: int = 15
     limit_train_batches: Any = 1.0
     limit_val_batches: Any = 1.0
     limit_test_batches: Any = 1.0
+    # Replaces data.batch_size and data.eval_batch_size when set (smoke: small and fast).
+    batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        require(self.batch_size is None or self.batch_size >= 1, "batch_size",
+                "null or an integer >= 1", self.batch_size)
         for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
             v = getattr(self, key)
             ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or \
@@ -128,7 +132,11 @@ def train(cfg: DictConfig) -> dict:
     trainer_cfg = check(TrainerConfig, cfg.trainer, "trainer")
     logger_cfg = check(LoggerConfig, cfg.logger, "logger")
     optim = check(OptimConfig, cfg.optim, "optim")
-    datamodule = make_datamodule(cfg.data)
+    data_cfg = cfg.data
+    if budget.batch_size is not None:
+        data_cfg = OmegaConf.merge(data_cfg, {"batch_size": budget.batch_size,
+                                              "eval_batch_size": budget.batch_size})
+    datamodule = make_datamodule(data_cfg)
     spec = spec_from_config(cfg.arch, num_classes=datamodule.num_classes,
                             input_size=datamodule.input_size)
     if spec.in_channels != datamodule.in_channels:

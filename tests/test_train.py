@@ -188,3 +188,22 @@ def test_non_finite_loss_stops_with_a_message():
     x = torch.full((2, 3, 32, 32), float("nan"))
     with pytest.raises(NonFiniteLoss, match="non-finite training loss"):
         module.training_step((x, torch.tensor([0, 1])), 0)
+
+
+def test_slurm_launcher_config_composes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node) == (4, 4)
+
+
+@pytest.mark.slow
+def test_smoke_budget_trains_every_zoo_architecture(tmp_path):
+    r = _train(tmp_path, *FAST, f"arch={','.join(ZOO)}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               multirun=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert sorted(m["arch"] for m in runs) == sorted(ZOO)
+    assert all(m["onnx"]["parity"] for m in runs)

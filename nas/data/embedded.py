@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,8 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from nas.config import require
-from nas.data.base import (DataError, ImageDataModule, LoaderConfig, TensorImageDataset,
-                           stratified_split)
+from nas.data.base import (
+    DataError,
+    ImageDataModule,
+    LoaderConfig,
+    TensorImageDataset,
+    stratified_split,
+)
+from nas.files import write_atomic
 
 # source -> (native side, maximum pixel value, where it comes from)
 SOURCES = {
@@ -80,19 +85,6 @@ def _fetch(source: str) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(y).astype(np.int64))
 
 
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_raw(source: str, root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Raw images/labels of `source`, from `<root>/<source>.npz` or (first time) the package."""
     path = Path(root).expanduser() / f"{source}.npz"
@@ -112,7 +104,7 @@ def load_raw(source: str, root: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
         return images, labels.astype(np.int64)
     images, labels = _fetch(source)
     try:
-        _save_npz_atomic(path, images=images, labels=labels)
+        write_atomic(path, lambda f: np.savez(f, images=images, labels=labels), binary=True)
     except OSError as e:
         raise DataError(f"{path}: cannot write the cache ({e.strerror or e}); "
                         f"set data.root to a writable directory") from None
