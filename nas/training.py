@@ -3,6 +3,7 @@ trainer, budget and logger groups, training, evaluation, export and the run summ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -11,14 +12,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from rich.console import Console
+from rich.panel import Panel
 
+from nas.arch import io
+from nas.arch.config import spec_from_config
 from nas.arch.spec import SpecError
 from nas.arch.zoo import UnknownArch
-from nas.checkpoints import CheckpointError
-from nas.classifier import NonFiniteLoss
+from nas.checkpoints import CheckpointError, check_resume
+from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import ConfigError, check, require
-from nas.data import DataError
+from nas.data import DataError, make_datamodule
+from nas.ema import TFEMA
+from nas.export import export_onnx
+from nas.files import write_text_atomic
+from nas.optim import OptimConfig
 
 # Bad input: reported as one line and exit status 2 by the command-line entry points.
 USER_ERRORS = (ConfigError, SpecError, UnknownArch, CheckpointError, NonFiniteLoss, DataError)
@@ -101,14 +115,10 @@ class RunConfig:
 
 
 def _run_dir() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
     return Path(HydraConfig.get().runtime.output_dir)
 
 
 def _loggers(cfg: LoggerConfig, run_dir: Path, name: str) -> list:
-    from pytorch_lightning.loggers import CSVLogger, WandbLogger
-
     loggers = []
     if cfg.csv:
         loggers.append(CSVLogger(str(run_dir), name="csv", version=""))
@@ -121,10 +131,6 @@ def _loggers(cfg: LoggerConfig, run_dir: Path, name: str) -> list:
 
 def train(cfg: DictConfig) -> dict:
     """Check every group, train, evaluate, export; returns the metrics written to metrics.json."""
-    from nas.arch.config import spec_from_config
-    from nas.data import make_datamodule
-    from nas.optim import OptimConfig
-
     run = check(RunConfig, {k: cfg.get(k) for k in ("seed", "ckpt_path",
                                                     "bn_recalibration_steps", "export_onnx")},
                 "run")
@@ -140,26 +146,13 @@ def train(cfg: DictConfig) -> dict:
     spec = spec_from_config(cfg.arch, num_classes=datamodule.num_classes,
                             input_size=datamodule.input_size)
     if spec.in_channels != datamodule.in_channels:
-        import dataclasses
-
         spec = dataclasses.replace(spec, in_channels=datamodule.in_channels)
     if run.ckpt_path:
-        from nas.checkpoints import check_resume
-
         check_resume(run.ckpt_path, spec)
     return _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim)
 
 
 def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim) -> dict:
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-
-    from nas.arch import io
-    from nas.classifier import ClassifierModule
-    from nas.ema import TFEMA
-    from nas.files import write_text_atomic
-
     run_dir = _run_dir()
     pl.seed_everything(run.seed, workers=True, verbose=False)
     module = ClassifierModule(spec, optim, batch_size=datamodule.batch_size,
@@ -221,8 +214,6 @@ def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim) -> 
         "last_checkpoint": str(ckpt_dir / "last.ckpt"),
     }
     if run.export_onnx:
-        from nas.export import export_onnx
-
         shape = (2, spec.in_channels, spec.input_size, spec.input_size)
         metrics["onnx"] = export_onnx(module.model.cpu(), shape, run_dir / "model.onnx")
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
@@ -231,9 +222,6 @@ def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim) -> 
 
 
 def _summary(m: dict) -> None:
-    from rich.console import Console
-    from rich.panel import Panel
-
     pct = lambda v: "-" if v is None else f"{100 * v:.2f} %"  # noqa: E731
     lines = [
         f"arch            {m['arch']}",

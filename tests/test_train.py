@@ -199,7 +199,6 @@ def test_slurm_launcher_config_composes():
     assert (launcher.gpus_per_node, launcher.tasks_per_node) == (4, 4)
 
 
-@pytest.mark.slow
 def test_smoke_budget_trains_every_zoo_architecture(tmp_path):
     r = _train(tmp_path, *FAST, f"arch={','.join(ZOO)}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
                multirun=True, timeout=1800)
