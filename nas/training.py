@@ -28,7 +28,7 @@ from nas.arch.zoo import UnknownArch
 from nas.checkpoints import CheckpointError, check_resume
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import ConfigError, check, require
-from nas.data import DataError, make_datamodule
+from nas.data import DataError, data_config, make_datamodule
 from nas.ema import TFEMA
 from nas.export import export_onnx
 from nas.files import write_text_atomic
@@ -138,10 +138,10 @@ def train(cfg: DictConfig) -> dict:
     trainer_cfg = check(TrainerConfig, cfg.trainer, "trainer")
     logger_cfg = check(LoggerConfig, cfg.logger, "logger")
     optim = check(OptimConfig, cfg.optim, "optim")
-    data_cfg = cfg.data
+    data_cfg = data_config(cfg.data)
     if budget.batch_size is not None:
-        data_cfg = OmegaConf.merge(data_cfg, {"batch_size": budget.batch_size,
-                                              "eval_batch_size": budget.batch_size})
+        data_cfg = dataclasses.replace(data_cfg, batch_size=budget.batch_size,
+                                       eval_batch_size=budget.batch_size)
     datamodule = make_datamodule(data_cfg)
     spec = spec_from_config(cfg.arch, num_classes=datamodule.num_classes,
                             input_size=datamodule.input_size)

@@ -90,7 +90,7 @@ def test_smoke_run_writes_its_results(smoke_run):
 def test_checkpoint_alone_rebuilds_and_evaluates_with_the_same_accuracy(smoke_run):
     m = json.loads((smoke_run / "metrics.json").read_text())
     model, spec = load_model(smoke_run / "checkpoints" / "last.ckpt")
-    dm = make_datamodule(_compose().data)
+    dm = make_datamodule({"name": "embedded", "batch_size": 16, "eval_batch_size": 16})
     correct = total = 0
     with torch.no_grad():
         for i, (x, y) in enumerate(dm.val_dataloader()):
