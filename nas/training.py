@@ -158,6 +158,10 @@ def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim) -> 
     module = ClassifierModule(spec, optim, batch_size=datamodule.batch_size,
                               bn_recalibration_steps=run.bn_recalibration_steps,
                               drop_path_ramp=getattr(spec, "family", "") == "cell")
+    log.info("%s: %s params, %.2f M MACs%s at %dx%d, %d classes", spec.name,
+             f"{module.cost.params:,}", module.cost.macs / 1e6,
+             f" + {module.cost.extra_macs / 1e6:.2f} M matmul" if module.cost.extra_macs else "",
+             spec.input_size, spec.input_size, spec.num_classes)
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
                            save_last=True, auto_insert_metric_name=False)

@@ -206,3 +206,20 @@ def test_smoke_budget_trains_every_zoo_architecture(tmp_path):
     runs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/metrics.json")]
     assert sorted(m["arch"] for m in runs) == sorted(ZOO)
     assert all(m["onnx"]["parity"] for m in runs)
+
+
+def test_default_logger_writes_wandb_offline_and_csv(tmp_path):
+    r = _train(tmp_path, "budget=smoke", "trainer.enable_progress_bar=false", "export_onnx=false",
+               "data=synthetic", "arch=moga_c")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "run"
+    assert list((run / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
+    assert (run / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_demo_budget_reaches_95_percent_on_embedded_mnist(tmp_path):
+    r = _train(tmp_path, "logger=none", "trainer.enable_progress_bar=false", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["arch"] == "mobilenetv2_035" and m["best_val_top1"] >= 0.95

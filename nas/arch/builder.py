@@ -11,7 +11,8 @@ from nas.ops.blocks import BLOCKS
 from nas.ops.layers import ConvBNAct, Norm, init_weights, make_norm
 
 
-def _conv(cin: int, c: ConvSpec, norm: Norm) -> ConvBNAct:
+def conv_layer(cin: int, c: ConvSpec, norm: Norm) -> ConvBNAct:
+    """A stem or head layer of a chain spec."""
     return ConvBNAct(cin, c.out, c.kernel, c.stride, act=c.act, norm=norm if c.bn else None,
                      bias=c.bias)
 
@@ -23,12 +24,12 @@ class Head(nn.Module):
         super().__init__()
         layers = []
         for c in spec.pre_pool:
-            layers.append(_conv(cin, c, norm))
+            layers.append(conv_layer(cin, c, norm))
             cin = c.out
         self.pre_pool = nn.Sequential(*layers)
         layers = []
         for c in spec.post_pool:
-            layers.append(_conv(cin, c, norm))
+            layers.append(conv_layer(cin, c, norm))
             cin = c.out
         self.post_pool = nn.Sequential(*layers)
         self.dropout = nn.Dropout(spec.dropout)
@@ -56,7 +57,7 @@ class ChainNet(nn.Module):
         super().__init__()
         self.spec = spec
         norm = make_norm(spec.bn.eps, spec.bn.momentum)
-        self.stem = _conv(spec.in_channels, spec.stem, norm)
+        self.stem = conv_layer(spec.in_channels, spec.stem, norm)
         n = len(spec.blocks)
         self.blocks = nn.Sequential(*(
             BLOCKS[type(block)](block, cin, norm=norm, drop_path=spec.drop_path * i / n)

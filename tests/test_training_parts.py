@@ -1,0 +1,48 @@
+"""Pieces of the training stage: BN recalibration, the TF-style EMA, checkpoint reading."""
+
+import pytest
+import torch
+from torch import nn
+
+from nas.checkpoints import CheckpointError, read_checkpoint
+from nas.ema import TFEMA, tf_ema_decay
+from nas.supernet.bn import recalibrate_bn
+
+
+def test_bn_recalibration_is_a_cumulative_average_over_the_given_batches():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, momentum=0.1), nn.Dropout(0.5))
+    batches = [(torch.randn(8, 3, 5, 5) * (i + 1) + i, None) for i in range(6)]
+    used = recalibrate_bn(model, batches, steps=4)
+    assert used == 4 and model.training  # the mode it had before
+    with torch.no_grad():
+        feats = [model[0](x) for x, _ in batches[:4]]
+    mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    assert torch.allclose(model[1].running_mean, mean, atol=1e-5)
+    assert model[1].momentum == 0.1  # restored
+
+
+def test_tf_ema_decay_rule():
+    assert tf_ema_decay(0.9999, 0) == pytest.approx(0.1)
+    assert tf_ema_decay(0.9999, 90) == pytest.approx(0.91)
+    assert tf_ema_decay(0.9999, 10**7) == 0.9999
+
+
+def test_tf_ema_averages_parameters():
+    ema = TFEMA(0.5)
+    current = torch.tensor([2.0])
+    averaged = torch.tensor([0.0])
+    avg_fn = ema._kwargs["avg_fn"]
+    # n = 1: decay min(0.5, 2 / 11) = 2/11
+    assert avg_fn(averaged, current, torch.tensor(1)).item() == pytest.approx(2.0 * 9 / 11)
+
+
+def test_read_checkpoint_errors(tmp_path):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.ckpt: not a readable checkpoint"):
+        read_checkpoint(empty)
+    weird = tmp_path / "weird.ckpt"
+    torch.save([1, 2, 3], weird)
+    with pytest.raises(CheckpointError, match="not a nas training checkpoint"):
+        read_checkpoint(weird)
