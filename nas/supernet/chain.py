@@ -1,0 +1,104 @@
+"""Chain supernets: one candidate list per block position, single-path execution, export.
+
+`ChainSearchSpace` maps a decision vector to an exact ChainSpec; `ChainSupernet` holds
+every candidate block (built by the same ops as stand-alone networks) and returns, for a
+vector, a `path` module laid out exactly like the stand-alone ChainNet, so the path's
+state_dict loads into `build(space.to_spec(vector))` as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from nas.arch.builder import Head, conv_layer
+from nas.arch.shapes import conv_out
+from nas.arch.spec import ChainSpec
+from nas.arch.validate import validate
+from nas.ops.blocks import BLOCKS
+from nas.ops.layers import init_weights, make_norm
+from nas.supernet.bn import recalibrate_bn
+from nas.supernet.space import Decision, SearchSpace
+
+
+class ChainSearchSpace(SearchSpace):
+    """`template` gives stem, head and globals; `candidates[i]` lists the block specs allowed
+    at position i (one candidate = a fixed block). Candidates of a position share their
+    output width and stride, so every path has the same shapes."""
+
+    def __init__(self, template: ChainSpec, candidates: Sequence[Sequence[object]]):
+        if len(candidates) == 0:
+            raise ValueError("a chain search space needs at least one block position")
+        for i, cands in enumerate(candidates):
+            shapes = {(b.out, b.stride) for b in cands}
+            if len(shapes) != 1:
+                raise ValueError(f"block {i}: candidates differ in (out, stride): {sorted(shapes)}")
+        self.template = template
+        self.positions = [tuple(c) for c in candidates]
+        self.searchable = [i for i, c in enumerate(self.positions) if len(c) > 1]
+        super().__init__([Decision(f"block{i}", self.positions[i]) for i in self.searchable])
+
+    def blocks(self, vector: Sequence[int]) -> list:
+        """The chosen block spec at every position."""
+        chosen = dict(zip(self.searchable, self.check(vector)))
+        return [c[chosen.get(i, 0)] for i, c in enumerate(self.positions)]
+
+    def to_spec(self, vector: Sequence[int], name: str | None = None) -> ChainSpec:
+        spec = dataclasses.replace(self.template, blocks=self.blocks(vector),
+                                   name=name or self.template.name)
+        validate(spec)
+        return spec
+
+
+class PathNet(nn.Module):
+    """One path of a supernet with the stand-alone ChainNet layout (shares parameters)."""
+
+    def __init__(self, stem: nn.Module, blocks: Iterable[nn.Module], head: nn.Module):
+        super().__init__()
+        self.stem, self.blocks, self.head = stem, nn.Sequential(*blocks), head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+class ChainSupernet(nn.Module):
+    """Every candidate block of a ChainSearchSpace, initialised as the template's family."""
+
+    def __init__(self, space: ChainSearchSpace):
+        super().__init__()
+        self.space = space
+        t = space.template
+        norm = make_norm(t.bn.eps, t.bn.momentum)
+        self.stem = conv_layer(t.in_channels, t.stem, norm)
+        cin, n = t.stem.out, len(space.positions)
+        layers = []
+        for i, cands in enumerate(space.positions):
+            drop = t.drop_path * i / n
+            layers.append(nn.ModuleList(BLOCKS[type(b)](b, cin, norm=norm, drop_path=drop)
+                                        for b in cands))
+            cin = cands[0].out
+        self.choices = nn.ModuleList(layers)
+        self.head = Head(t.head, cin, t.num_classes, norm)
+        init_weights(self, t.init)
+
+    def path(self, vector: Sequence[int]) -> PathNet:
+        chosen = dict(zip(self.space.searchable, self.space.check(vector)))
+        blocks = [layer[chosen.get(i, 0)] for i, layer in enumerate(self.choices)]
+        return PathNet(self.stem, blocks, self.head)
+
+    def forward(self, x: torch.Tensor, vector: Sequence[int]) -> torch.Tensor:
+        return self.path(vector)(x)
+
+    def recalibrate(self, vector: Sequence[int], batches: Iterable, steps: int,
+                    device: torch.device | str | None = None) -> int:
+        """Re-estimate the BN statistics of one path (other candidates are untouched)."""
+        return recalibrate_bn(self.path(vector), batches, steps, device)
+
+    def export(self, vector: Sequence[int], name: str | None = None) -> tuple[ChainSpec, dict]:
+        """The chosen architecture as a spec, with its inherited weights for build(spec)."""
+        spec = self.space.to_spec(vector, name)
+        state = {k: v.detach().clone() for k, v in self.path(vector).state_dict().items()}
+        return spec, state
