@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from nas.arch.builder import Head, conv_layer
-from nas.arch.shapes import conv_out
 from nas.arch.spec import ChainSpec
 from nas.arch.validate import validate
 from nas.ops.blocks import BLOCKS
