@@ -246,13 +246,13 @@ def parts(spec: ChainSpec, size: int | None = None) -> list[Part]:
 
 def _part_module(part: Part, spec: ChainSpec) -> nn.Module:
     """The part built alone, exactly as ChainNet builds it."""
-    from nas.arch.builder import Head, _conv
+    from nas.arch.builder import Head, conv_layer
     from nas.ops.blocks import BLOCKS
     from nas.ops.layers import make_norm
 
     norm = make_norm(_EPS, _MOMENTUM)
     if part.label == "stem":
-        return _conv(part.cin, part.spec, norm)
+        return conv_layer(part.cin, part.spec, norm)
     if part.label == "head":
         return Head(part.spec, part.cin, spec.num_classes, norm)
     return BLOCKS[type(part.spec)](part.spec, part.cin, norm=norm)

@@ -6,8 +6,37 @@ A decision vector is the paper's gene encoding itself: candidate index = gene =
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+from pytorch_lightning import seed_everything
+
+from nas.arch import io
+from nas.arch.spec import ChainSpec
 from nas.arch.zoo.moga import ACTS, moga, moga_layer, moga_skeleton
-from nas.supernet.chain import ChainSearchSpace
+from nas.config import ConfigError, check, require
+from nas.cost import count
+from nas.cost.latency import LatencyTable, device_name
+from nas.data import make_datamodule
+from nas.files import write_text_atomic
+from nas.methods.fairnas import FairNASModule
+from nas.optim import OptimConfig
+from nas.search.nsga import NSGAConfig, run_nsga
+from nas.supernet.bn import recalibrate_bn
+from nas.supernet.chain import ChainSearchSpace, ChainSupernet
+
+log = logging.getLogger(__name__)
+
+
+def pl_seed(seed: int) -> None:
+    seed_everything(seed, workers=True, verbose=False)
 
 N_CHOICES = 12
 
@@ -23,3 +52,248 @@ def moga_space(*, width: float = 1.0, stem_stride: int = 2, num_classes: int = 1
         positions.append([moga_layer(g, cin, out, stride, act) for g in range(N_CHOICES)])
         cin = out
     return ChainSearchSpace(template, positions)
+
+
+# ----------------------------------------------------------------------------- search driver
+
+
+@dataclass
+class LutConfig:
+    threads: int = 1
+    batch: int = 1
+    warmup: int = 5
+    repeats: int = 20
+
+    def __post_init__(self) -> None:
+        for key in ("threads", "batch", "repeats"):
+            require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        require(self.warmup >= 0, "warmup", "an integer >= 0", self.warmup)
+
+
+OBJECTIVES = ("accuracy", "latency", "params")
+
+
+@dataclass
+class MogaConfig:
+    name: str = "moga"
+    width: float = 1.0
+    stem_stride: int = 1
+    same_batch: bool = False
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="sgd", lr=0.05))
+    recalibration_steps: int = 10
+    score_batches: Optional[int] = None
+    objectives: list[str] = field(default_factory=lambda: list(OBJECTIVES))
+    latency_limit_ms: Optional[float] = None
+    lut: LutConfig = field(default_factory=LutConfig)
+    nsga: NSGAConfig = field(default_factory=NSGAConfig)
+
+    def __post_init__(self) -> None:
+        require(self.width > 0, "width", "a positive multiplier", self.width)
+        require(self.stem_stride in (1, 2), "stem_stride", "1 or 2", self.stem_stride)
+        require(self.recalibration_steps >= 0, "recalibration_steps", "an integer >= 0",
+                self.recalibration_steps)
+        require(self.score_batches is None or self.score_batches >= 1, "score_batches",
+                "null or an integer >= 1", self.score_batches)
+        require(len(self.objectives) >= 2 and self.objectives[0] == "accuracy"
+                and set(self.objectives) <= set(OBJECTIVES)
+                and len(set(self.objectives)) == len(self.objectives),
+                "objectives", "accuracy first, then latency and/or params", self.objectives)
+        require(len(self.nsga.weights) == len(self.objectives), "nsga.weights",
+                f"{len(self.objectives)} weights, one per objective", self.nsga.weights)
+
+
+class CandidateScorer:
+    """Supernet accuracy of a genome: BN recalibration of its path on fixed training batches,
+    then top-1 on fixed held-out batches (the same batches for every candidate)."""
+
+    def __init__(self, supernet: ChainSupernet, recal_batches: list, eval_batches: list,
+                 device: torch.device):
+        self.supernet, self.device = supernet, device
+        self.recal_batches, self.eval_batches = recal_batches, eval_batches
+
+    @torch.no_grad()
+    def accuracy(self, vector: list[int]) -> float:
+        path = self.supernet.path(vector)
+        recalibrate_bn(path, self.recal_batches, len(self.recal_batches), self.device)
+        path.eval()
+        correct = total = 0
+        for x, y in self.eval_batches:
+            pred = path(x.to(self.device)).argmax(1).cpu()
+            correct += int((pred == y).sum())
+            total += len(y)
+        return correct / max(1, total)
+
+
+def _collect(loader, n: Optional[int]) -> list:
+    out = []
+    for batch in loader:
+        if n is not None and len(out) >= n:
+            break
+        out.append(batch)
+    return out
+
+
+def _train_supernet(module: FairNASModule, train_loader, ctx) -> float:
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import CSVLogger
+
+    t = ctx.trainer
+    trainer = pl.Trainer(
+        default_root_dir=str(ctx.run_dir), max_epochs=ctx.budget.epochs,
+        limit_train_batches=ctx.budget.limit_train_batches, limit_val_batches=0,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=t.strategy, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar, enable_checkpointing=False,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        logger=CSVLogger(str(ctx.run_dir), name="csv", version="") if ctx.logger.csv else False)
+    start = time.time()
+    trainer.fit(module, train_dataloaders=train_loader)
+    return time.time() - start, trainer.is_global_zero
+
+
+def _latency_table(space: ChainSearchSpace, cfg: LutConfig, path: Path) -> LatencyTable:
+    """Every candidate at its input shape plus stem and head, measured on this machine;
+    a saved table is reused when it was measured with the same settings."""
+    specs = [space.to_spec([g] * len(space)) for g in range(N_CHOICES)]
+    table = LatencyTable()
+    if path.exists():
+        table = LatencyTable.load(path)
+        same = all(table.meta.get(k) == v for k, v in
+                   (("threads", cfg.threads), ("batch", cfg.batch), ("repeats", cfg.repeats),
+                    ("warmup", cfg.warmup), ("torch_version", torch.__version__),
+                    ("device", device_name("cpu"))))
+        if not same:
+            table = LatencyTable()
+    table.build(specs, batch=cfg.batch, threads=cfg.threads, warmup=cfg.warmup,
+                repeats=cfg.repeats)
+    table.save(path)
+    return table
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    lat = [r["latency_ms"] for r in rows]
+    acc = [100 * r["accuracy"] for r in rows]
+    sc = ax.scatter(lat, acc, c=[r["params"] / 1e6 for r in rows], cmap="viridis", s=22)
+    # Front members are marked, not joined: with params as a third objective the front is
+    # not monotone in this projection.
+    front = [r for r in rows if r["rank"] == 0]
+    ax.scatter([r["latency_ms"] for r in front], [100 * r["accuracy"] for r in front], s=70,
+               facecolors="none", edgecolors="red", linewidths=1.4, label="non-dominated front")
+    fig.colorbar(sc, ax=ax, label="params (M)")
+    ax.set_xlabel("latency (ms, lookup table)")
+    ax.set_ylabel("supernet top-1 on held-out split (%)")
+    ax.set_title("MoGA final population")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
+    """FairNAS supernet training, latency table, weighted NSGA-II, outputs."""
+    cfg = check(MogaConfig, method_cfg, "method")
+    m = N_CHOICES
+    per_path = ctx.data.batch_size
+    loader_cfg = ctx.data if cfg.same_batch else dataclasses.replace(
+        ctx.data, batch_size=per_path * m)
+    datamodule = make_datamodule(loader_cfg)
+    train_loader, heldout_loader = datamodule.search_dataloaders()
+    space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride,
+                       num_classes=datamodule.num_classes, input_size=datamodule.input_size)
+    pl_seed(ctx.seed)
+    module = FairNASModule(space, cfg.optim, batch_size=per_path, seed=ctx.seed,
+                           same_batch=cfg.same_batch)
+    train_seconds, rank_zero = _train_supernet(module, train_loader, ctx)
+    if not rank_zero:
+        return space.template, {"rank_zero": False}
+    run_dir = ctx.run_dir
+    supernet = module.supernet.cpu()
+    torch.save(supernet.state_dict(), run_dir / "supernet.pt")
+
+    start = time.time()
+    table = _latency_table(space, cfg.lut, run_dir / "lut.json")
+    lut_seconds = time.time() - start
+
+    # Fixed scoring batches: the first training batches (sliced to the per-path size) for
+    # BN recalibration, the held-out split for accuracy.
+    recal = [(x[:per_path], y[:per_path]) for x, y in
+             _collect(train_loader, cfg.recalibration_steps)]
+    scorer = CandidateScorer(supernet, recal, _collect(heldout_loader, cfg.score_batches),
+                             torch.device("cpu"))
+    records: dict[tuple, dict] = {}
+
+    def evaluate(genomes: np.ndarray) -> np.ndarray:
+        out = []
+        for g in genomes:
+            vector = [int(v) for v in g]
+            spec = space.to_spec(vector)
+            cost = count(spec)
+            rec = {"genome": vector, "accuracy": scorer.accuracy(vector),
+                   "latency_ms": table.predict(spec), "params": cost.params, "macs": cost.macs}
+            records[tuple(vector)] = rec
+            values = {"accuracy": -rec["accuracy"], "latency": rec["latency_ms"],
+                      "params": -rec["params"]}
+            out.append([values[o] for o in cfg.objectives])
+        return np.asarray(out, dtype=float)
+
+    def progress(res) -> None:
+        best = -res.front_F[:, 0].min()
+        log.info("generation %d: %d unique genomes, front of %d, best accuracy %.4f",
+                 res.generation, res.n_evals, len(res.front_F), best)
+
+    start = time.time()
+    result = run_nsga(evaluate, space.n_choices, len(cfg.objectives), cfg.nsga,
+                      state_path=run_dir / "nsga_state.pkl", on_generation=progress)
+    search_seconds = time.time() - start
+    # Records of a resumed search's earlier generations are recomputed on demand.
+    for g in result.X.tolist():
+        if tuple(g) not in records:
+            evaluate(np.asarray([g]))
+
+    ranks = NonDominatedSorting().do(result.F, return_rank=True)[1]
+    rows = []
+    for g, rank in zip(result.X.tolist(), ranks):
+        rows.append(dict(records[tuple(g)], rank=int(rank)))
+    rows.sort(key=lambda r: (r["rank"], -r["accuracy"]))
+    _write_csv(rows, run_dir / "pareto.csv")
+    _plot(rows, run_dir / "pareto.png")
+
+    front_dir = run_dir / "front"
+    front = [records[tuple(int(v) for v in g)] for g in result.front_X]
+    for k, idx in enumerate(result.picked):
+        rec = front[idx]
+        io.save(space.to_spec(rec["genome"], name=f"moga_front_{k}"), front_dir / f"{k}.yaml")
+    allowed = [r for r in front if cfg.latency_limit_ms is None
+               or r["latency_ms"] <= cfg.latency_limit_ms]
+    if not allowed:
+        raise ConfigError(f"method.latency_limit_ms: no front member is within "
+                          f"{cfg.latency_limit_ms} ms (fastest: "
+                          f"{min(r['latency_ms'] for r in front):.3f} ms)")
+    best = max(allowed, key=lambda r: (r["accuracy"], -r["latency_ms"]))
+    spec = space.to_spec(best["genome"], name="moga_searched")
+    summary = {
+        "method": "moga", "genome": best["genome"], "accuracy": best["accuracy"],
+        "latency_ms": best["latency_ms"], "params": best["params"], "macs": best["macs"],
+        "objectives": cfg.objectives, "weights": list(cfg.nsga.weights),
+        "generations": result.generation, "unique_evaluations": result.n_evals,
+        "front_size": len(front), "supernet_seconds": round(train_seconds, 1),
+        "lut_seconds": round(lut_seconds, 1), "search_seconds": round(search_seconds, 1),
+        "lut_entries": len(table), "run_dir": str(run_dir),
+    }
+    return spec, summary
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    lines = ["genome,accuracy,latency_ms,params,macs,rank"]
+    for r in rows:
+        lines.append(f"{'-'.join(map(str, r['genome']))},{r['accuracy']:.6f},"
+                     f"{r['latency_ms']:.4f},{r['params']},{r['macs']},{r['rank']}")
+    write_text_atomic(path, "\n".join(lines) + "\n")

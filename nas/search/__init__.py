@@ -1,0 +1,1 @@
+"""Architecture search algorithms (MoGA weighted NSGA-II)."""

@@ -1,0 +1,35 @@
+"""`python -m nas.search method=<name>`: run a search, write its result, print the command
+that trains it.
+
+    python -m nas.search method=moga budget=smoke
+    python -m nas.search -m method=moga method.nsga.weights=[0.4,0.4,0.2],[0.5,0.5,0]
+
+Bad input ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="search", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from nas.search.runner import search
+    from nas.training import USER_ERRORS
+
+    try:
+        result = search(cfg)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return result.get("accuracy")
+
+
+if __name__ == "__main__":
+    main()

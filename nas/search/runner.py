@@ -1,0 +1,75 @@
+"""The method-independent part of a search: check the shared config groups, run the method,
+write arch.yaml and result.json, print the command that trains the result."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from nas.arch import io
+from nas.config import ConfigError, check
+from nas.data import LoaderConfig, data_config
+from nas.files import write_text_atomic
+from nas.training import BudgetConfig, LoggerConfig, TrainerConfig
+
+# method name -> "module:function"; the function takes (method cfg, SearchContext) and
+# returns (ArchSpec, result dict).
+METHODS = {"moga": "nas.methods.moga:search"}
+
+
+@dataclass
+class SearchContext:
+    """What every method gets besides its own config."""
+
+    run_dir: Path
+    data: LoaderConfig
+    budget: BudgetConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+    seed: int
+    data_choice: str
+
+
+def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
+    """The `python -m nas.train` command that trains a searched architecture on the same data."""
+    args = ["python", "-m", "nas.train", "arch=file", f"arch.path={arch_path}",
+            f"data={data_choice}"]
+    root = getattr(data, "root", None)
+    if root and data_choice not in ("embedded", "digits"):
+        args.append(f"data.root={root}")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def search(cfg: DictConfig) -> dict:
+    name = cfg.method.get("name")
+    if name not in METHODS:
+        raise ConfigError(f"method.name: expected one of {', '.join(METHODS)}, got {name!r}")
+    budget = check(BudgetConfig, cfg.budget, "budget")
+    trainer = check(TrainerConfig, cfg.trainer, "trainer")
+    logger = check(LoggerConfig, cfg.logger, "logger")
+    data = data_config(cfg.data)
+    if budget.batch_size is not None:
+        data = dataclasses.replace(data, batch_size=budget.batch_size,
+                                   eval_batch_size=max(budget.batch_size, data.eval_batch_size))
+    hydra_cfg = HydraConfig.get()
+    ctx = SearchContext(run_dir=Path(hydra_cfg.runtime.output_dir), data=data, budget=budget,
+                        trainer=trainer, logger=logger, seed=int(cfg.get("seed", 0)),
+                        data_choice=hydra_cfg.runtime.choices.get("data", "embedded"))
+    module, fn = METHODS[name].split(":")
+    spec, result = getattr(importlib.import_module(module), fn)(cfg.method, ctx)
+    if not result.get("rank_zero", True):
+        return result
+    arch_path = ctx.run_dir / "arch.yaml"
+    io.save(spec, arch_path)
+    result["arch_yaml"] = str(arch_path)
+    result["train_command"] = train_command(arch_path.resolve(), ctx.data_choice, data)
+    write_text_atomic(ctx.run_dir / "result.json", json.dumps(result, indent=1) + "\n")
+    print(f"\nTrain the selected architecture:\n  {result['train_command']}\n")
+    return result
