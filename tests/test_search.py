@@ -1,0 +1,65 @@
+"""`python -m nas.search method=moga budget=smoke` end to end, then training its result."""
+
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.arch import io
+from nas.cost import count
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(module, tmp_path, *overrides, run_dir="run"):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", module, *overrides, "logger=none",
+           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / run_dir}"]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def moga_smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("moga")
+    r = _run("nas.search", tmp, "method=moga", "budget=smoke")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp, r
+
+
+def test_moga_smoke_writes_every_output(moga_smoke):
+    tmp, r = moga_smoke
+    run = tmp / "run"
+    for name in ("arch.yaml", "result.json", "pareto.csv", "pareto.png", "lut.json",
+                 "supernet.pt", ".hydra/config.yaml"):
+        assert (run / name).is_file(), name
+    result = json.loads((run / "result.json").read_text())
+    spec = io.load(run / "arch.yaml")
+    assert count(spec).params == result["params"] and len(result["genome"]) == 14
+    rows = list(csv.DictReader((run / "pareto.csv").open()))
+    assert rows and {"genome", "accuracy", "latency_ms", "params", "macs", "rank"} <= set(rows[0])
+    assert any(row["rank"] == "0" for row in rows)
+    assert sorted(p.name for p in (run / "front").glob("*.yaml")) == ["0.yaml", "1.yaml"]
+    assert "python -m nas.train arch=file" in r.stdout
+
+
+def test_printed_train_command_trains_the_result(moga_smoke, tmp_path):
+    tmp, r = moga_smoke
+    line = next(ln.strip() for ln in r.stdout.splitlines() if ln.strip().startswith("python -m"))
+    args = shlex.split(line)[3:]  # after "python -m nas.train"
+    t = _run("nas.train", tmp_path, *args, "budget=smoke", "export_onnx=false")
+    assert t.returncode == 0, t.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["arch"] == "moga_searched"
+
+
+def test_bad_method_config_is_one_line(tmp_path):
+    r = _run("nas.search", tmp_path, "method=moga", "budget=smoke", "method.width=-1")
+    assert r.returncode == 2 and "error: method.width: expected a positive multiplier" in r.stderr
+    r = _run("nas.search", tmp_path, "method=moga", "budget=smoke",
+             "method.objectives=[latency,accuracy]")
+    assert r.returncode == 2 and "method.objectives" in r.stderr
