@@ -12,11 +12,13 @@ make the sum meaningless.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
 import datetime
 import json
+import logging
 import math
 import os
 import platform
@@ -24,8 +26,9 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +36,9 @@ from nas.arch.io import to_dict
 from nas.arch.shapes import conv_out, iter_blocks, last_channels
 from nas.arch.spec import ChainSpec
 from nas.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from nas.supernet.chain import ChainSearchSpace
 
 FORMAT = "nas.latency_table"
 VERSION = 1
@@ -43,6 +49,12 @@ _STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "min_ms")
 _EPS, _MOMENTUM = 1e-5, 0.1
 # "steady" once steady_malloc() succeeded in this process; recorded in a table's meta.
 _allocator = "default"
+# How entries were timed: each part built and run alone, or inside whole-network forwards.
+TIMINGS = ("isolated", "context")
+# Correction of the summed entries fitted on reference networks: none, ms * scale,
+# ms * scale + offset.
+CALIBRATIONS = ("none", "scale", "linear")
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -187,13 +199,20 @@ def measure_latency(module: nn.Module, input_shape: Iterable[int], *,
         module.train(was_training)
         if threads is not None:
             torch.set_num_threads(old_threads)
+    return _summary(times, repeats=repeats, warmup=warmup, input_shape=shape,
+                    device=device_name(dev), threads=used_threads)
+
+
+def _summary(times: Sequence[float], *, repeats: int, warmup: int, input_shape: tuple[int, ...],
+             device: str, threads: int) -> LatencyStats:
+    """LatencyStats of a list of per-forward times (ms)."""
     s = sorted(times)
     return LatencyStats(
         median_ms=statistics.median(s), mean_ms=statistics.fmean(s),
         std_ms=statistics.stdev(s) if len(s) > 1 else 0.0,
         p10_ms=_percentile(s, 0.1), p90_ms=_percentile(s, 0.9), min_ms=s[0],
-        repeats=repeats, warmup=warmup, batch=shape[0], input_shape=shape,
-        device=device_name(dev), torch_version=torch.__version__, threads=used_threads)
+        repeats=repeats, warmup=warmup, batch=input_shape[0], input_shape=tuple(input_shape),
+        device=device, torch_version=torch.__version__, threads=threads)
 
 
 # --------------------------------------------------------------------------- keys
@@ -286,6 +305,9 @@ class LatencyTable:
     def __init__(self) -> None:
         self.meta: dict[str, Any] = {}
         self.entries: dict[str, LatencyStats] = {}
+        # Set by build_for_space: the fitted correction of summed entries and the reference
+        # networks it was fitted on (see fit_calibration); None: predict is the plain sum.
+        self.calibration: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -296,7 +318,8 @@ class LatencyTable:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LatencyTable):
             return NotImplemented
-        return self.meta == other.meta and self.entries == other.entries
+        return (self.meta == other.meta and self.entries == other.entries
+                and self.calibration == other.calibration)
 
     def add(self, key: str, stats: LatencyStats) -> None:
         """Store one entry; its settings must match the table's (the first entry sets them)."""
@@ -335,6 +358,10 @@ class LatencyTable:
             for part in parts(spec):
                 if part.key not in self.entries and part.key not in todo:
                     todo[part.key] = (part, spec)
+        timing = self.meta.get("timing", "isolated")
+        if todo and timing != "isolated":
+            raise ValueError(f"build times parts alone, but this table holds timing={timing!r} "
+                             f"entries; use one table per setting")
         for key, (part, spec) in todo.items():
             module = _part_module(part, spec)
             self.add(key, measure_latency(module, (batch, part.cin, part.hw, part.hw),
@@ -342,6 +369,7 @@ class LatencyTable:
                                           repeats=repeats))
         self.meta.setdefault("created", _now())
         self.meta.setdefault("allocator", _allocator)
+        self.meta.setdefault("timing", "isolated")
         return self
 
     def lookup(self, spec: ChainSpec, size: int | None = None) -> list[tuple[Part, float]]:
@@ -356,12 +384,158 @@ class LatencyTable:
             out.append((part, stats.median_ms))
         return out
 
-    def predict(self, spec: ChainSpec, size: int | None = None) -> float:
-        """Predicted latency in ms: stem + sum of blocks + head, summed in that order."""
+    def predict(self, spec: ChainSpec, size: int | None = None, *,
+                calibrated: bool = True) -> float:
+        """Predicted latency in ms: stem + sum of blocks + head, summed in that order; then
+        the table's calibration (scale * sum + offset), if it has one and `calibrated`."""
         total = 0.0
         for _, ms in self.lookup(spec, size):
             total += ms
+        if calibrated and self.calibration is not None:
+            return self.calibration["scale"] * total + self.calibration["offset_ms"]
         return total
+
+    def predict_vector(self, space: "ChainSearchSpace", vector: Sequence[int], *,
+                       calibrated: bool = True) -> float:
+        """predict(space.to_spec(vector)): the latency of one decision vector of `space`."""
+        return self.predict(space.to_spec(vector), calibrated=calibrated)
+
+    # ----------------------------------------------------------------------- search spaces
+
+    def build_for_space(self, space: "ChainSearchSpace", *, batch: int = 1,
+                        device: torch.device | str = "cpu", threads: int | None = None,
+                        warmup: int = 10, repeats: int = 50, timing: str = "context",
+                        contexts: int = 4, calibration: str = "scale",
+                        seed: int = 0) -> "LatencyTable":
+        """Fill this (empty) table with every candidate of every position of `space` at its
+        input shape, plus the stem and head (fixed blocks are positions with one candidate).
+
+        timing="context" (default) times each part inside whole-network forwards of
+        reference paths: `contexts` sweeps of max-choices paths each, in which every
+        candidate of every position runs once, paired at random with the others; each path
+        runs `warmup` untimed and `repeats` timed forwards, with boundaries read between
+        consecutive parts. An entry pools its part's times over all the paths it ran in.
+        The reason: a part timed alone keeps its weights and input in cache from one
+        forward to the next, which it never does inside the network, so isolated entries
+        sum to less than the network takes (about 10 % at 32x32 and 17 % at 224x224 on a
+        2-core EPYC here). timing="isolated" times each part alone (as `build` does).
+
+        calibration: "scale" or "linear" fits measured ~ scale * sum (+ offset) over the
+        reference paths, whose whole-forward times are the sums of their boundary
+        readings, and stores it with the paths' vectors so reports can leave them out
+        (see fit_calibration); "none" keeps the plain sum. With timing="isolated" a
+        calibration times the reference paths only for the fit.
+        """
+        _check_settings(warmup, repeats, threads, batch)
+        if timing not in TIMINGS:
+            raise ValueError(f"timing: expected one of {TIMINGS}, got {timing!r}")
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {calibration!r}")
+        if isinstance(contexts, bool) or not isinstance(contexts, int) or contexts < 1:
+            raise ValueError(f"contexts: expected an integer >= 1, got {contexts!r}")
+        if self.entries:
+            raise ValueError("build_for_space fills an empty table; use load_or_build to "
+                             "reuse a saved one")
+        dev = _check_device(device)
+        layout = space_layout(space)
+        start = time.perf_counter()
+        with _intra_op_threads(threads) as used_threads:
+            name = device_name(dev)
+            if timing == "isolated":
+                for part in layout.distinct_parts():
+                    module = _part_module_for(part, space.template)
+                    self.add(part.key, measure_latency(
+                        module, (batch, part.cin, part.hw, part.hw), device=dev,
+                        threads=threads, warmup=warmup, repeats=repeats))
+            paths: list[list[int]] = []
+            totals: list[float] = []
+            if timing == "context" or calibration != "none":
+                gen = torch.Generator().manual_seed(seed)
+                paths = reference_paths(layout, contexts, gen)
+                samples, totals = _time_reference_paths(layout, space.template, paths, batch,
+                                                        dev, warmup, repeats)
+                if timing == "context":
+                    for part in layout.distinct_parts():
+                        self.add(part.key, _summary(
+                            samples[part.key], repeats=repeats, warmup=warmup,
+                            input_shape=(batch, part.cin, part.hw, part.hw), device=name,
+                            threads=used_threads))
+        self.meta.update(timing=timing, resolution=space.template.input_size, contexts=contexts,
+                         seed=seed, calibration=calibration, torch_device=str(dev),
+                         allocator=_allocator, created=_now(),
+                         positions=[len(c) for c in space.positions])
+        if calibration != "none":
+            raw = [self._sum(layout.path_parts(p)) for p in paths]
+            scale, offset = fit_calibration(raw, totals, calibration)
+            self.calibration = {
+                "fit": calibration, "scale": scale, "offset_ms": offset,
+                "vectors": [[p[i] for i in space.searchable] for p in paths],
+                "raw_ms": raw, "measured_ms": totals}
+        self.meta["build_seconds"] = round(time.perf_counter() - start, 3)
+        return self
+
+    def _sum(self, path_parts: Iterable[Part]) -> float:
+        total = 0.0
+        for part in path_parts:
+            total += self.entries[part.key].median_ms
+        return total
+
+    def matches(self, settings: dict[str, Any]) -> bool:
+        """Whether this table was measured as `settings` asks: each given setting equals the
+        table's (device as a torch device or its recorded name, threads None = torch's
+        current setting), and "keys", if given, are all in the table."""
+        for name, value in settings.items():
+            if name == "keys":
+                if not set(value) <= self.entries.keys():
+                    return False
+                continue
+            if name == "device":
+                recorded = self.meta.get("device")
+                if value != recorded:
+                    try:
+                        value = device_name(value)
+                    except (RuntimeError, TypeError, AssertionError):
+                        return False
+            elif name == "threads" and value is None:
+                value = torch.get_num_threads()
+            if self.meta.get(name) != value:
+                return False
+        return True
+
+    @classmethod
+    def load_or_build(cls, path: str | os.PathLike, space: "ChainSearchSpace", *,
+                      batch: int = 1, device: torch.device | str = "cpu",
+                      threads: int | None = None, warmup: int = 10, repeats: int = 50,
+                      timing: str = "context", contexts: int = 4, calibration: str = "scale",
+                      seed: int = 0) -> "LatencyTable":
+        """The table saved at `path` when it matches this machine and these settings (device,
+        torch version, threads, batch, warmup, repeats, timing, calibration, resolution) and
+        holds every key `space` needs; otherwise a fresh build_for_space, saved to `path`.
+        An unreadable file is rebuilt (with a warning) rather than trusted."""
+        path = Path(path)
+        wanted = {"device": device_name(_check_device(device)),
+                  "torch_version": torch.__version__,
+                  "threads": torch.get_num_threads() if threads is None else threads,
+                  "batch": batch, "warmup": warmup, "repeats": repeats, "timing": timing,
+                  "calibration": calibration, "resolution": space.template.input_size,
+                  "keys": space_layout(space).keys()}
+        if timing == "context" or calibration != "none":
+            wanted["contexts"] = contexts
+        if path.exists():
+            try:
+                table = cls.load(path)
+            except LatencyTableError as e:
+                log.warning("%s; measuring a new table", e)
+            else:
+                if table.matches(wanted):
+                    log.info("%s: reusing the latency table (same device and settings)", path)
+                    return table
+                log.info("%s: settings differ; measuring a new table", path)
+        table = cls().build_for_space(space, batch=batch, device=device, threads=threads,
+                                      warmup=warmup, repeats=repeats, timing=timing,
+                                      contexts=contexts, calibration=calibration, seed=seed)
+        table.save(path)
+        return table
 
     # ----------------------------------------------------------------------- files
 
@@ -372,7 +546,10 @@ class LatencyTable:
         for key, s in sorted(self.entries.items()):
             entries[key] = {f: getattr(s, f) for f in _STAT_FIELDS}
             entries[key]["input_shape"] = list(s.input_shape)
-        return {"format": FORMAT, "version": VERSION, "meta": meta, "entries": entries}
+        out = {"format": FORMAT, "version": VERSION, "meta": meta, "entries": entries}
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write JSON atomically (temp file + os.replace): a crash never leaves half a table."""
@@ -428,8 +605,305 @@ class LatencyTable:
                                  f"got {shape!r}")
             table.entries[key] = LatencyStats(**{f: float(e[f]) for f in _STAT_FIELDS},
                                               input_shape=tuple(shape), **settings)
+        cal = data.get("calibration")
+        if cal is not None:
+            if not isinstance(cal, dict):
+                raise ValueError(f"calibration: expected a mapping, got {cal!r}")
+            for f in ("scale", "offset_ms"):
+                v = cal.get(f)
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError(f"calibration: {f} expected a number, got {v!r}")
+            table.calibration = cal
         return table
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+load_or_build = LatencyTable.load_or_build
+
+
+# --------------------------------------------------------------------------- search spaces
+
+
+@dataclass(frozen=True)
+class SpaceLayout:
+    """The parts a chain search space can use: the stem, every candidate at every position
+    (candidates of a position share input width and resolution), and the head."""
+
+    stem: Part
+    positions: tuple[tuple[Part, ...], ...]
+    head: Part
+
+    def path_parts(self, choice: Sequence[int]) -> list[Part]:
+        """Stem, the chosen candidate of every position (`choice` has one index per
+        position, fixed ones included), head."""
+        return [self.stem, *(self.positions[i][c] for i, c in enumerate(choice)), self.head]
+
+    def distinct_parts(self) -> list[Part]:
+        """Every part once per key (equal candidates at equal shapes share an entry)."""
+        seen: dict[str, Part] = {}
+        for part in (self.stem, *(p for pos in self.positions for p in pos), self.head):
+            seen.setdefault(part.key, part)
+        return list(seen.values())
+
+    def keys(self) -> set[str]:
+        return {p.key for p in self.distinct_parts()}
+
+
+def space_layout(space: "ChainSearchSpace") -> SpaceLayout:
+    """Parts of every candidate of `space` at the template's input size."""
+    base = parts(space.to_spec([0] * len(space)))
+    positions = []
+    for i, cands in enumerate(space.positions):
+        at = base[i + 1]
+        positions.append(tuple(Part(at.label, block_key(c, at.cin, at.hw), at.cin, at.hw, c)
+                               for c in cands))
+    return SpaceLayout(base[0], tuple(positions), base[-1])
+
+
+def reference_paths(layout: SpaceLayout, contexts: int,
+                    generator: torch.Generator) -> list[list[int]]:
+    """`contexts` sweeps of (most candidates at a position) paths; within a sweep, every
+    candidate of every position is on at least one path, each position's candidates
+    shuffled independently so every candidate meets varied neighbours."""
+    width = max(len(pos) for pos in layout.positions)
+    out = []
+    for _ in range(contexts):
+        perms = [torch.randperm(len(pos), generator=generator).tolist()
+                 for pos in layout.positions]
+        out.extend([perm[j % len(perm)] for perm in perms] for j in range(width))
+    return out
+
+
+def _part_module_for(part: Part, template: ChainSpec) -> nn.Module:
+    from nas.ops.layers import init_weights
+
+    module = _part_module(part, template)
+    init_weights(module, template.init)  # the network's own init, as in build(spec)
+    return module
+
+
+@contextlib.contextmanager
+def _intra_op_threads(threads: int | None):
+    """torch's intra-op threads set to `threads` (None: unchanged) inside; yields the count."""
+    old = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        yield torch.get_num_threads()
+    finally:
+        if threads is not None:
+            torch.set_num_threads(old)
+
+
+def _time_chain(modules: Sequence[nn.Module], x: torch.Tensor, *, warmup: int,
+                repeats: int) -> list[list[float]]:
+    """Per-module ms of `repeats` forwards through `modules` in sequence, after `warmup`.
+
+    Boundaries are read between consecutive modules of one uninterrupted forward, so a
+    forward's times sum to its wall time and each module runs with the cache state the
+    rest of the network leaves it. On CUDA the boundaries are events on the stream, with
+    one synchronisation per forward, so launches still overlap kernels as in a whole
+    forward.
+    """
+    cuda = x.device.type == "cuda"
+    out = []
+    with torch.inference_mode(), (torch.cuda.device(x.device) if cuda
+                                  else contextlib.nullcontext()):
+        for r in range(warmup + repeats):
+            y = x
+            if cuda:
+                marks = [torch.cuda.Event(enable_timing=True) for _ in range(len(modules) + 1)]
+                marks[0].record()
+                for m, mark in zip(modules, marks[1:]):
+                    y = m(y)
+                    mark.record()
+                torch.cuda.synchronize(x.device)
+                ms = [a.elapsed_time(b) for a, b in zip(marks, marks[1:])]
+            else:
+                ticks = [time.perf_counter()]
+                for m in modules:
+                    y = m(y)
+                    ticks.append(time.perf_counter())
+                ms = [(b - a) * 1e3 for a, b in zip(ticks, ticks[1:])]
+            if r >= warmup:
+                out.append(ms)
+    return out
+
+
+def _time_reference_paths(layout: SpaceLayout, template: ChainSpec, paths: list[list[int]],
+                          batch: int, device: torch.device, warmup: int,
+                          repeats: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Time every path part by part (_time_chain): the per-key pooled times, and each
+    path's median whole-forward time. Every (position, candidate) gets its own module, as
+    in a network, so a candidate used at two positions does not find its weights cached."""
+    modules: dict[tuple[int, int], nn.Module] = {}
+
+    def module(i: int, part: Part) -> nn.Module:
+        if (i, id(part)) not in modules:
+            modules[(i, id(part))] = _part_module_for(part, template).to(device).eval()
+        return modules[(i, id(part))]
+
+    size = layout.stem.hw
+    x = torch.randn(batch, layout.stem.cin, size, size, device=device)
+    samples: dict[str, list[float]] = {}
+    totals = []
+    for choice in paths:
+        chain = layout.path_parts(choice)
+        rows = _time_chain([module(i, p) for i, p in enumerate(chain)], x, warmup=warmup,
+                           repeats=repeats)
+        for j, part in enumerate(chain):
+            samples.setdefault(part.key, []).extend(row[j] for row in rows)
+        totals.append(statistics.median(sum(row) for row in rows))
+    return samples, totals
+
+
+def fit_calibration(raw_ms: Sequence[float], measured_ms: Sequence[float],
+                    fit: str = "scale") -> tuple[float, float]:
+    """(scale, offset_ms) so that measured ~ scale * raw + offset, by least squares over
+    reference networks. "scale" goes through the origin: one parameter, stable on the
+    narrow latency range random paths span, and it extrapolates to the extremes of a space
+    by proportion. "linear" also fits an offset; "none" is (1, 0)."""
+    if fit not in CALIBRATIONS:
+        raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {fit!r}")
+    raw, meas = np.asarray(raw_ms, dtype=float), np.asarray(measured_ms, dtype=float)
+    if raw.shape != meas.shape or raw.ndim != 1 or len(raw) == 0:
+        raise ValueError(f"calibration: expected two equal-length lists of latencies, got "
+                         f"{len(raw)} and {len(meas)} values")
+    if fit == "none":
+        return 1.0, 0.0
+    if fit == "linear" and len(np.unique(raw)) >= 2:
+        scale, offset = np.polyfit(raw, meas, 1)
+        return float(scale), float(offset)
+    return float(raw @ meas / (raw @ raw)), 0.0
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b: (concordant - discordant) / sqrt(pairs untied in x * pairs untied
+    in y); nan when either side is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"kendall_tau: expected two equal-length sequences, got shapes "
+                         f"{x.shape} and {y.shape}")
+    i, j = np.triu_indices(len(x), 1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    den = math.sqrt(float(np.count_nonzero(sx)) * float(np.count_nonzero(sy)))
+    return float((sx * sy).sum() / den) if den else math.nan
+
+
+def _errors(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    rmse = float(np.sqrt(np.mean((p - m) ** 2)))
+    rel = (p - m) / m
+    return {"rmse_ms": rmse, "rel_rmse": rmse / float(m.mean()), "kendall_tau": kendall_tau(p, m),
+            "mean_rel_error": float(rel.mean()), "max_abs_rel_error": float(np.abs(rel).max())}
+
+
+def _time_models(models: Sequence[nn.Module], x: torch.Tensor, *, warmup: int, repeats: int,
+                 rounds: int) -> list[list[float]]:
+    """Whole-forward ms of each model, `repeats` in all, taken round-robin in `rounds`
+    visits (each after `warmup` untimed forwards): a slow spell of a shared machine then
+    spreads over all models instead of landing on a few and reordering them."""
+    cuda = x.device.type == "cuda"
+    counts = [repeats // rounds + (r < repeats % rounds) for r in range(rounds)]
+    times: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for count in counts:
+            for k, model in enumerate(models):
+                for r in range(warmup + count):
+                    start = time.perf_counter()
+                    model(x)
+                    if cuda:
+                        torch.cuda.synchronize(x.device)
+                    if r >= warmup:
+                        times[k].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def lut_report(table: LatencyTable, space: "ChainSearchSpace", n: int = 30, seed: int = 0, *,
+               device: torch.device | str | None = None, threads: int | None = None,
+               batch: int | None = None, warmup: int | None = None,
+               repeats: int | None = None, rounds: int | None = None) -> dict[str, Any]:
+    """Predicted against measured whole-network latency for `n` random architectures of
+    `space` (drawn with `seed`, leaving out the table's calibration paths): RMSE, RMSE
+    relative to the mean measured latency, Kendall tau-b, per-architecture rows, settings.
+
+    Settings default to the table's; device, threads and batch must match it, since a
+    table predicts nothing about other conditions. Each network is built whole
+    (build(spec)) and timed round-robin in `rounds` visits (default min(5, repeats); see
+    _time_models); measured = median.
+    """
+    from nas.arch.builder import build
+
+    meta = table.meta
+    device = meta.get("torch_device", "cpu") if device is None else device
+    threads = meta.get("threads") if threads is None else threads
+    batch = meta.get("batch", 1) if batch is None else batch
+    warmup = meta.get("warmup", 10) if warmup is None else warmup
+    repeats = meta.get("repeats", 50) if repeats is None else repeats
+    _check_settings(warmup, repeats, threads, batch)
+    rounds = min(5, repeats) if rounds is None else rounds
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n: expected an integer >= 2, got {n!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= repeats:
+        raise ValueError(f"rounds: expected an integer in [1, repeats], got {rounds!r}")
+    dev = _check_device(device)
+    asked = {"device": device_name(dev), "threads": threads, "batch": batch}
+    for name, value in asked.items():
+        if meta.get(name) != value:
+            raise ValueError(f"report with {name}={value!r}, but the table was measured with "
+                             f"{name}={meta.get(name)!r}")
+
+    calibration = table.calibration or {}
+    excluded = {tuple(v) for v in calibration.get("vectors", [])}
+    gen = torch.Generator().manual_seed(seed)
+    vectors: list[list[int]] = []
+    skipped = 0
+    for _ in range(100 * n):
+        v = space.sample(gen)
+        if tuple(v) in excluded:
+            skipped += 1
+        elif v not in vectors:
+            vectors.append(v)
+        if len(vectors) == n:
+            break
+    else:
+        raise ValueError(f"n: the space has too few architectures outside the calibration "
+                         f"paths for {n} distinct ones")
+
+    predicted = [table.predict_vector(space, v) for v in vectors]
+    raw = [table.predict_vector(space, v, calibrated=False) for v in vectors]
+    size = space.template.input_size
+    x = torch.randn(batch, space.template.in_channels, size, size, device=dev)
+    models = [build(space.to_spec(v)).to(dev).eval() for v in vectors]
+    start = time.perf_counter()
+    with _intra_op_threads(threads):
+        times = _time_models(models, x, warmup=warmup, repeats=repeats, rounds=rounds)
+    seconds = time.perf_counter() - start
+    measured = [statistics.median(t) for t in times]
+
+    rows = []
+    for v, p, r, t in zip(vectors, predicted, raw, times):
+        s = sorted(t)
+        rows.append({"vector": v, "predicted_ms": p, "predicted_uncalibrated_ms": r,
+                     "measured_ms": statistics.median(s), "measured_p10_ms": _percentile(s, 0.1),
+                     "measured_p90_ms": _percentile(s, 0.9)})
+    return {
+        **_errors(predicted, measured),
+        "n": n, "seed": seed,
+        "mean_measured_ms": statistics.fmean(measured),
+        "mean_predicted_ms": statistics.fmean(predicted),
+        "uncalibrated": _errors(raw, measured),
+        "calibration": ({k: calibration[k] for k in ("fit", "scale", "offset_ms")}
+                        | {"paths": len(excluded)} if calibration else None),
+        "skipped_calibration_paths": skipped,
+        "measure_seconds": round(seconds, 3),
+        "settings": {"device": asked["device"], "torch_device": str(dev),
+                     "torch_version": torch.__version__, "threads": threads, "batch": batch,
+                     "warmup": warmup, "repeats": repeats, "rounds": rounds,
+                     "resolution": size, "timing": meta.get("timing", "isolated"),
+                     "contexts": meta.get("contexts"), "allocator": _allocator},
+        "rows": rows,
+    }

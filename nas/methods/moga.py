@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pytorch_lightning import seed_everything
+from pytorch_lightning.loggers import CSVLogger
 
 from nas.arch import io
 from nas.arch.spec import ChainSpec
@@ -33,10 +35,6 @@ from nas.supernet.bn import recalibrate_bn
 from nas.supernet.chain import ChainSearchSpace, ChainSupernet
 
 log = logging.getLogger(__name__)
-
-
-def pl_seed(seed: int) -> None:
-    seed_everything(seed, workers=True, verbose=False)
 
 N_CHOICES = 12
 
@@ -133,10 +131,8 @@ def _collect(loader, n: Optional[int]) -> list:
     return out
 
 
-def _train_supernet(module: FairNASModule, train_loader, ctx) -> float:
-    import pytorch_lightning as pl
-    from pytorch_lightning.loggers import CSVLogger
-
+def _train_supernet(module: FairNASModule, train_loader, ctx) -> tuple[float, bool]:
+    """Fit the supernet; returns (seconds, whether this process is rank 0)."""
     t = ctx.trainer
     trainer = pl.Trainer(
         default_root_dir=str(ctx.run_dir), max_epochs=ctx.budget.epochs,
@@ -208,7 +204,7 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     train_loader, heldout_loader = datamodule.search_dataloaders()
     space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride,
                        num_classes=datamodule.num_classes, input_size=datamodule.input_size)
-    pl_seed(ctx.seed)
+    seed_everything(ctx.seed, workers=True, verbose=False)
     module = FairNASModule(space, cfg.optim, batch_size=per_path, seed=ctx.seed,
                            same_batch=cfg.same_batch)
     train_seconds, rank_zero = _train_supernet(module, train_loader, ctx)

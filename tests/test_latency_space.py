@@ -1,0 +1,285 @@
+"""Latency tables for a whole search space: build_for_space, reuse, calibration, lut_report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import nas.cost.latency as latency
+from nas.arch.shapes import conv_out, iter_blocks, last_channels
+from nas.cost.latency import (LatencyTable, block_key, fit_calibration, head_key, kendall_tau,
+                              load_or_build, lut_report, space_layout, stem_key)
+from nas.methods.moga import moga_space
+
+SPIKE = 0.5  # ms the fake timer adds to one part of every forward
+
+
+def tiny(input_size: int = 32):
+    return moga_space(width=0.25, stem_stride=1, num_classes=10, input_size=input_size)
+
+
+def _expected_keys(space) -> set[str]:
+    """Every candidate at its input shape, walked here from the template's shapes."""
+    t = space.template
+    keys = {stem_key(t)}
+    hw = conv_out(t.input_size, t.stem.stride)
+    for i, _, cin, hw_in in iter_blocks(t):
+        keys |= {block_key(c, cin, hw_in) for c in space.positions[i]}
+        hw = conv_out(hw_in, space.positions[i][0].stride)
+    return keys | {head_key(t, last_channels(t), hw)}
+
+
+def _fake_ms(module: torch.nn.Module) -> float:
+    """Deterministic stand-in for a part's time: grows with its parameter count."""
+    return 0.01 + 1e-5 * sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture
+def fake_timer(monkeypatch):
+    """Replace the timers by counters: each part takes _fake_ms, and one part of every
+    forward takes SPIKE longer (in turn), so per-part medians miss what whole forwards
+    pay, as they do for real."""
+    calls = {"chain": 0, "models": 0}
+
+    def time_chain(modules, x, *, warmup, repeats):
+        calls["chain"] += 1
+        base = [_fake_ms(m) for m in modules]
+        return [[b + (SPIKE if j == r % len(modules) else 0.0) for j, b in enumerate(base)]
+                for r in range(repeats)]
+
+    def time_models(models, x, *, warmup, repeats, rounds):
+        calls["models"] += 1
+        out = []
+        for m in models:
+            total = _fake_ms(m.stem) + sum(_fake_ms(b) for b in m.blocks) + _fake_ms(m.head)
+            out.append([total + SPIKE] * repeats)
+        return out
+
+    monkeypatch.setattr(latency, "_time_chain", time_chain)
+    monkeypatch.setattr(latency, "_time_models", time_models)
+    return calls
+
+
+# --------------------------------------------------------------------------- build_for_space
+
+
+@pytest.fixture(scope="module")
+def real_table():
+    return LatencyTable().build_for_space(tiny(), threads=1, warmup=1, repeats=2, contexts=1)
+
+
+def test_build_for_space_has_one_entry_per_distinct_part(real_table):
+    space = tiny()
+    keys = _expected_keys(space)
+    assert set(real_table.entries) == keys == space_layout(space).keys()
+    # 15 positions (the fixed first block has one candidate) + stem + head; equal
+    # candidates at equal shapes (layers 3 and 4: 40 -> 40 at 8x8, ...) share an entry.
+    assert len(keys) < 1 + 14 * 12 + 2
+    for stats in real_table.entries.values():
+        assert stats.median_ms > 0 and stats.input_shape[0] == 1
+    assert real_table.entries[stem_key(space.template)].input_shape == (1, 3, 32, 32)
+    m = real_table.meta
+    assert (m["timing"], m["resolution"], m["threads"], m["batch"]) == ("context", 32, 1, 1)
+    assert (m["warmup"], m["repeats"], m["contexts"]) == (1, 2, 1)
+
+
+def test_reference_paths_cover_every_candidate_each_sweep(real_table):
+    space = tiny()
+    cal = real_table.calibration
+    vectors = cal["vectors"]
+    assert len(vectors) == 12 and all(len(v) == len(space) for v in vectors)
+    for d in range(len(space)):
+        assert sorted(v[d] for v in vectors) == list(range(12))
+    # The fit points are these networks' summed entries and measured forwards.
+    raw = [real_table.predict_vector(space, v, calibrated=False) for v in vectors]
+    assert cal["raw_ms"] == pytest.approx(raw)
+    assert len(cal["measured_ms"]) == 12 and min(cal["measured_ms"]) > 0
+
+
+def test_isolated_timing_measures_the_same_parts(monkeypatch):
+    space = tiny()
+    measured = []
+
+    def fake_measure(module, input_shape, **kw):
+        measured.append(tuple(input_shape))
+        return latency._summary([1.0], repeats=kw["repeats"], warmup=kw["warmup"],
+                                input_shape=tuple(input_shape), device=latency.device_name("cpu"),
+                                threads=torch.get_num_threads())
+
+    monkeypatch.setattr(latency, "measure_latency", fake_measure)
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=1,
+                                       timing="isolated", calibration="none")
+    assert set(t.entries) == _expected_keys(space) and len(measured) == len(t)
+    assert t.calibration is None and t.meta["timing"] == "isolated"
+    assert t.predict_vector(space, [0] * 14) == pytest.approx(1.0 * (15 + 2))
+
+
+def test_build_for_space_refuses_bad_settings_and_full_tables(real_table):
+    for kwargs, name in [(dict(timing="alone"), "timing"), (dict(calibration="cubic"),
+                         "calibration"), (dict(contexts=0), "contexts"), (dict(repeats=0),
+                         "repeats")]:
+        with pytest.raises(ValueError, match=name):
+            LatencyTable().build_for_space(tiny(), **kwargs)
+    with pytest.raises(ValueError, match="empty table"):
+        real_table.build_for_space(tiny())
+
+
+def test_build_does_not_mix_isolated_entries_into_a_context_table(real_table):
+    spec = tiny().to_spec([0] * 14)
+    assert real_table.build([spec], threads=1, warmup=1, repeats=2) is real_table  # all known
+    other = moga_space(width=0.25, stem_stride=1, num_classes=10, input_size=48).to_spec([0] * 14)
+    with pytest.raises(ValueError, match="timing"):
+        real_table.build([other], threads=1, warmup=1, repeats=2)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_calibration_fits_what_the_summed_parts_miss(fake_timer):
+    space = tiny()
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=2,
+                                       calibration="linear")
+    assert fake_timer["chain"] == 24  # 2 sweeps x 12 paths, nothing timed alone
+    cal = t.calibration
+    # Per-part medians drop the spike; each whole forward pays it once.
+    assert cal["measured_ms"] == pytest.approx([r + SPIKE for r in cal["raw_ms"]])
+    assert cal["scale"] == pytest.approx(1.0) and cal["offset_ms"] == pytest.approx(SPIKE)
+    v = [3] * 14
+    assert t.predict_vector(space, v) == pytest.approx(
+        t.predict_vector(space, v, calibrated=False) + SPIKE)
+    assert t.predict(space.to_spec(v)) == t.predict_vector(space, v)
+
+
+def test_fit_calibration_by_hand():
+    assert fit_calibration([1, 2], [2, 4], "scale") == pytest.approx((2.0, 0.0))
+    assert fit_calibration([1, 2, 3], [2, 4, 5], "scale")[0] == pytest.approx(25 / 14)
+    assert fit_calibration([1, 2, 3], [3, 5, 7], "linear") == pytest.approx((2.0, 1.0))
+    assert fit_calibration([2, 2], [3, 5], "linear") == pytest.approx((2.0, 0.0))  # one x
+    assert fit_calibration([1], [9], "none") == (1.0, 0.0)
+    with pytest.raises(ValueError):
+        fit_calibration([1, 2], [1], "scale")
+
+
+def test_calibration_survives_save_and_load(fake_timer, tmp_path):
+    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
+    t.save(tmp_path / "lut.json")
+    loaded = LatencyTable.load(tmp_path / "lut.json")
+    assert loaded == t and loaded.calibration["fit"] == "scale"
+    v = [5] * 14
+    assert loaded.predict_vector(tiny(), v) == t.predict_vector(tiny(), v)
+    data = json.loads((tmp_path / "lut.json").read_text())
+    data["calibration"]["scale"] = "big"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(latency.LatencyTableError, match="scale"):
+        LatencyTable.load(tmp_path / "bad.json")
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+def test_load_or_build_reuses_matching_tables_and_rebuilds_otherwise(fake_timer, tmp_path):
+    path = tmp_path / "lut.json"
+    settings = dict(threads=1, warmup=0, repeats=3, contexts=1)
+    first = load_or_build(path, tiny(), **settings)
+    assert fake_timer["chain"] == 12 and path.exists()
+
+    again = load_or_build(path, tiny(), **settings)
+    assert fake_timer["chain"] == 12 and again == first  # same metadata: nothing measured
+
+    load_or_build(path, tiny(), **{**settings, "threads": 2})
+    assert fake_timer["chain"] == 24
+    assert LatencyTable.load(path).meta["threads"] == 2
+    load_or_build(path, tiny(), **{**settings, "threads": 2})
+    assert fake_timer["chain"] == 24
+
+    load_or_build(path, tiny(input_size=48), **{**settings, "threads": 2})  # resolution
+    assert fake_timer["chain"] == 36 and LatencyTable.load(path).meta["resolution"] == 48
+
+    data = json.loads(path.read_text())  # a key the space needs is missing
+    del data["entries"][next(iter(data["entries"]))]
+    path.write_text(json.dumps(data))
+    load_or_build(path, tiny(input_size=48), **{**settings, "threads": 2})
+    assert fake_timer["chain"] == 48
+
+    path.write_text("{not json")  # unreadable: rebuilt, not trusted
+    table = LatencyTable.load_or_build(path, tiny(input_size=48), **{**settings, "threads": 2})
+    assert fake_timer["chain"] == 60 and LatencyTable.load(path) == table
+
+
+def test_matches_compares_the_given_settings(fake_timer):
+    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
+    assert t.matches({"device": "cpu", "threads": 1, "resolution": 32, "timing": "context"})
+    assert t.matches({"device": t.meta["device"], "keys": _expected_keys(tiny())})
+    assert not t.matches({"threads": 2})
+    assert not t.matches({"resolution": 64})
+    assert not t.matches({"batch": 8})
+    assert not t.matches({"keys": _expected_keys(tiny(input_size=48))})
+    assert not t.matches({"device": "cpu", "torch_version": "0.0"})
+    with latency._intra_op_threads(1):
+        assert t.matches({"threads": None})
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_kendall_tau_b():
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # Ties: tau-b = (C - D) / sqrt((n0 - n1)(n0 - n2)) = (4 - 0) / sqrt(5 * 5).
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(5 * 6))
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError):
+        kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_kendall_tau_agrees_with_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 6, (40,), generator=g).tolist()
+    y = [v + int(n) for v, n in zip(x, torch.randint(-2, 3, (40,), generator=g))]
+    assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
+
+
+def test_lut_report_fields_and_left_out_calibration_paths(fake_timer):
+    space = tiny()
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=1,
+                                       calibration="linear")
+    first = space.sample(torch.Generator().manual_seed(7))
+    t.calibration["vectors"].append(first)  # the report's first draw is a calibration path
+    r = lut_report(t, space, n=6, seed=7)
+    assert fake_timer["models"] == 1
+    assert r["n"] == 6 and len(r["rows"]) == 6 and r["skipped_calibration_paths"] == 1
+    vectors = [row["vector"] for row in r["rows"]]
+    assert first not in vectors
+    assert not {tuple(v) for v in vectors} & {tuple(v) for v in t.calibration["vectors"]}
+    for row in r["rows"]:
+        assert set(row) >= {"vector", "predicted_ms", "measured_ms", "predicted_uncalibrated_ms"}
+        assert row["predicted_ms"] == t.predict_vector(space, row["vector"])
+    # The fake networks take the parts' sum plus the spike, which the calibration learnt.
+    assert r["rmse_ms"] == pytest.approx(0.0, abs=1e-9) and r["rel_rmse"] < 1e-9
+    assert r["kendall_tau"] == pytest.approx(1.0)
+    assert r["uncalibrated"]["rmse_ms"] == pytest.approx(SPIKE)
+    assert r["uncalibrated"]["mean_rel_error"] < 0
+    assert r["calibration"]["paths"] == 13
+    s = r["settings"]
+    assert (s["threads"], s["batch"], s["resolution"], s["timing"]) == (1, 1, 32, "context")
+    assert s["device"] == t.meta["device"] and s["torch_version"] == torch.__version__
+    json.dumps(r)  # the report is plain JSON
+
+
+def test_lut_report_refuses_other_conditions(fake_timer):
+    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
+    with pytest.raises(ValueError, match="threads"):
+        lut_report(t, tiny(), n=3, threads=2)
+    with pytest.raises(ValueError, match="batch"):
+        lut_report(t, tiny(), n=3, batch=4)
+
+
+def test_lut_report_times_real_networks(real_table):
+    r = lut_report(real_table, tiny(), n=3, seed=1, warmup=1, repeats=2, rounds=2)
+    assert all(row["measured_ms"] > 0 for row in r["rows"])
+    assert r["rmse_ms"] >= 0 and -1 <= r["kendall_tau"] <= 1
