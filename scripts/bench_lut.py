@@ -4,14 +4,18 @@
     python scripts/bench_lut.py --out-dir runs/lut224 --setting imagenet
 
 Builds the table for moga_space (search: width 1.0, stem stride 1, 10 classes, 32x32;
-imagenet: stem stride 2, 1000 classes, 224x224) on this device, writes lut.json, then
+imagenet: stem stride 2, 1000 classes, 224x224) on this device, writes lut.json, and
 times 30 random architectures (not among the table's calibration paths) as whole
-networks and writes lut_report.json: RMSE, relative RMSE (RMSE / mean measured) and
-Kendall tau-b of predicted against measured latency, with per-architecture rows.
-Exits 1 when the relative RMSE is above --max-rel-rmse or tau below --min-tau.
+networks, in visits that alternate with the build's reference paths so that both see
+the same machine load; writes lut_report.json: RMSE, relative RMSE (RMSE / mean
+measured) and Kendall tau-b of predicted against measured latency, with
+per-architecture rows. Exits 1 when the relative RMSE is above --max-rel-rmse or tau
+below --min-tau.
 
-Timing is noisy on a shared machine: the load average before and after is recorded,
-and a busy machine (load above the core count) is reported on stderr.
+Timing is noisy on a shared machine: by default (CPU, 1 thread) both the table and the
+networks are timed with the thread's CPU time, which leaves out the time slices the OS
+gives other processes (--clock wall for wall time). The load average before and after
+is recorded, and a busy machine (load above the core count) is reported on stderr.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 SETTINGS = {"search": dict(stem_stride=1, num_classes=10, input_size=32),
@@ -51,10 +54,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="time parts inside whole-network forwards (default) or alone")
     p.add_argument("--calibration", choices=("scale", "linear", "none"), default="scale",
                    help="fit of the summed entries on the reference paths (default: scale)")
+    p.add_argument("--clock", choices=("auto", "wall", "thread"), default="auto",
+                   help="wall time, or the thread's CPU time, which leaves out other "
+                        "processes' slices on a shared machine (CPU, 1 thread); auto: "
+                        "thread where allowed, else wall (default)")
     p.add_argument("--n", type=int, default=30, help="architectures evaluated (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="reference-path seed (default: 0)")
     p.add_argument("--report-seed", type=int, default=1,
                    help="seed of the evaluated architectures (default: 1)")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="visits to the evaluated networks, spread over the table's build "
+                        "(default: 6)")
+    p.add_argument("--no-interleave", action="store_true",
+                   help="time the evaluated networks after the build instead of in "
+                        "alternation with it")
     p.add_argument("--reuse", action="store_true",
                    help="reuse DIR/lut.json when it matches this device and settings")
     p.add_argument("--max-rel-rmse", type=float, default=0.05, help="target (default: 0.05)")
@@ -65,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from nas.cost.latency import LatencyTable, lut_report, steady_malloc
+    from nas.cost.latency import (LatencyTable, NetworkTimer, lut_report, reference_paths,
+                                  sample_vectors, space_layout, steady_malloc)
     from nas.methods.moga import moga_space
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    clock = args.clock
+    if clock == "auto":
+        clock = "thread" if torch.device(device).type == "cpu" and args.threads == 1 else "wall"
     if not args.default_malloc and device.startswith("cpu") and not steady_malloc():
         print("note: mallopt unavailable; CPU timings may include page faults", file=sys.stderr)
     space = moga_space(width=args.width, **SETTINGS[args.setting])
@@ -76,9 +93,33 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     build_args = dict(batch=args.batch, device=device, threads=args.threads,
                       warmup=args.warmup, repeats=args.repeats, timing=args.timing,
-                      contexts=args.contexts, calibration=args.calibration, seed=args.seed)
+                      contexts=args.contexts, calibration=args.calibration, clock=clock,
+                      seed=args.seed)
+    if not 1 <= args.rounds <= args.repeats:
+        p.error(f"--rounds: expected an integer in [1, --repeats], got {args.rounds}")
     load_before = _load()
-    start = time.perf_counter()
+    timer, skipped = None, 0
+    if not (args.no_interleave or args.reuse):
+        # The evaluated networks are drawn now, leaving out the reference paths the build
+        # will fit its calibration on (the same seed gives the same paths), and timed in
+        # `rounds` visits spread over the build.
+        planned = reference_paths(space_layout(space), args.contexts,
+                                  torch.Generator().manual_seed(args.seed))
+        planned = [[c[i] for i in space.searchable] for c in planned]
+        try:
+            vectors, skipped = sample_vectors(space, args.n, args.report_seed, planned)
+            timer = NetworkTimer(space, vectors, device=device, threads=args.threads,
+                                 batch=args.batch, warmup=args.warmup, clock=clock)
+        except ValueError as e:
+            p.error(str(e))
+        counts = [args.repeats // args.rounds + (k < args.repeats % args.rounds)
+                  for k in range(args.rounds)]
+
+        def interleave(done: int, total: int) -> None:
+            while timer.rounds < done * args.rounds // total:
+                timer.round(counts[timer.rounds])
+
+        build_args["interleave"] = interleave
     try:
         if args.reuse:
             table = LatencyTable.load_or_build(out / "lut.json", space, **build_args)
@@ -87,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             table.save(out / "lut.json")
     except ValueError as e:
         p.error(str(e))
-    build_s = time.perf_counter() - start
-    report = lut_report(table, space, n=args.n, seed=args.report_seed)
-    report["build_seconds"] = round(build_s, 3)
+    if timer is None:
+        report = lut_report(table, space, n=args.n, seed=args.report_seed, rounds=args.rounds)
+    else:
+        report = lut_report(table, space, timer=timer)
+        report.update(seed=args.report_seed, skipped_calibration_paths=skipped)
+    report["interleaved"] = timer is not None
+    report["build_seconds"] = table.meta.get("build_seconds")  # the original build's if reused
     report["entries"] = len(table)
     report["load_average"] = {"before": load_before, "after": _load(), "cpus": os.cpu_count()}
     report["setting"] = {"name": args.setting, "width": args.width, **SETTINGS[args.setting]}
@@ -115,13 +160,14 @@ def _print(r: dict, table, out: Path, args: argparse.Namespace) -> None:
     s, u, cal = r["settings"], r["uncalibrated"], r["calibration"]
     print(f"{s['device']}, torch {s['torch_version']}, {s['threads']} thread(s), batch "
           f"{s['batch']}, {s['resolution']}x{s['resolution']}, timing {s['timing']}, "
-          f"{s['allocator']} malloc")
+          f"{s['clock']} clock, {s['allocator']} malloc")
     print(f"table: {r['entries']} entries -> {out / 'lut.json'} "
           f"(built in {r['build_seconds']:.1f} s)")
     if cal:
         print(f"calibration: {cal['fit']} x{cal['scale']:.4f} {cal['offset_ms']:+.4f} ms, "
               f"fitted on {cal['paths']} reference paths (left out of the evaluation)")
-    print(f"{r['n']} architectures, measured in {r['measure_seconds']:.1f} s: mean "
+    how = "in alternation with the build" if r["interleaved"] else "after the build"
+    print(f"{r['n']} architectures, measured {how} in {r['measure_seconds']:.1f} s: mean "
           f"{r['mean_measured_ms']:.3f} ms measured, {r['mean_predicted_ms']:.3f} ms predicted")
     print(f"RMSE {r['rmse_ms']:.4f} ms, relative RMSE {r['rel_rmse']:.2%} "
           f"(target <= {args.max_rel_rmse:.0%}), Kendall tau {r['kendall_tau']:.3f} "

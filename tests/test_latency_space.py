@@ -44,13 +44,13 @@ def fake_timer(monkeypatch):
     pay, as they do for real."""
     calls = {"chain": 0, "models": 0}
 
-    def time_chain(modules, x, *, warmup, repeats):
+    def time_chain(modules, x, *, warmup, repeats, now):
         calls["chain"] += 1
         base = [_fake_ms(m) for m in modules]
         return [[b + (SPIKE if j == r % len(modules) else 0.0) for j, b in enumerate(base)]
                 for r in range(repeats)]
 
-    def time_models(models, x, *, warmup, repeats, rounds):
+    def time_models(models, x, *, warmup, repeats, rounds, now):
         calls["models"] += 1
         out = []
         for m in models:
@@ -251,7 +251,7 @@ def test_lut_report_fields_and_left_out_calibration_paths(fake_timer):
     first = space.sample(torch.Generator().manual_seed(7))
     t.calibration["vectors"].append(first)  # the report's first draw is a calibration path
     r = lut_report(t, space, n=6, seed=7)
-    assert fake_timer["models"] == 1
+    assert fake_timer["models"] == 3  # min(5, repeats) round-robin visits
     assert r["n"] == 6 and len(r["rows"]) == 6 and r["skipped_calibration_paths"] == 1
     vectors = [row["vector"] for row in r["rows"]]
     assert first not in vectors
@@ -271,6 +271,40 @@ def test_lut_report_fields_and_left_out_calibration_paths(fake_timer):
     json.dumps(r)  # the report is plain JSON
 
 
+def test_interleave_is_called_after_every_timed_unit(fake_timer, monkeypatch):
+    calls = []
+    LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=2,
+                                   interleave=lambda done, total: calls.append((done, total)))
+    assert calls == [(k, 24) for k in range(1, 25)]
+
+    monkeypatch.setattr(latency, "measure_latency", lambda module, shape, **kw: latency._summary(
+        [1.0], repeats=kw["repeats"], warmup=kw["warmup"], input_shape=tuple(shape),
+        device=latency.device_name("cpu"), threads=1))
+    calls.clear()
+    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=1, contexts=1,
+                                       timing="isolated",
+                                       interleave=lambda done, total: calls.append((done, total)))
+    total = len(t) + 12  # every part alone, then the calibration paths
+    assert calls == [(k, total) for k in range(1, total + 1)]
+
+
+def test_lut_report_with_a_timer_uses_its_networks_and_times(fake_timer):
+    space = tiny()
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=4, contexts=1)
+    vectors, skipped = latency.sample_vectors(space, 4, seed=3, exclude=t.calibration["vectors"])
+    assert skipped == 0 and len({tuple(v) for v in vectors}) == 4
+    timer = latency.NetworkTimer(space, vectors, threads=1, warmup=0)
+    timer.round(3)
+    assert [len(x) for x in timer.times] == [3] * 4 and fake_timer["models"] == 1
+    r = lut_report(t, space, timer=timer)
+    assert fake_timer["models"] == 2  # topped up to `repeats` in one more visit
+    assert [row["vector"] for row in r["rows"]] == vectors
+    assert all(row["measured_n"] == 4 for row in r["rows"]) and r["settings"]["rounds"] == 2
+    bad = latency.NetworkTimer(space, [t.calibration["vectors"][0], vectors[0]], threads=1)
+    with pytest.raises(ValueError, match="calibration"):
+        lut_report(t, space, timer=bad)
+
+
 def test_lut_report_refuses_other_conditions(fake_timer):
     t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
     with pytest.raises(ValueError, match="threads"):
@@ -283,3 +317,34 @@ def test_lut_report_times_real_networks(real_table):
     r = lut_report(real_table, tiny(), n=3, seed=1, warmup=1, repeats=2, rounds=2)
     assert all(row["measured_ms"] > 0 for row in r["rows"])
     assert r["rmse_ms"] >= 0 and -1 <= r["kendall_tau"] <= 1
+
+
+# --------------------------------------------------------------------------- clocks
+
+
+def test_thread_clock_needs_one_cpu_thread():
+    module = torch.nn.Conv2d(3, 4, 3)
+    s = latency.measure_latency(module, (1, 3, 8, 8), threads=1, warmup=0, repeats=2,
+                                clock="thread")
+    assert s.clock == "thread" and s.median_ms > 0
+    with pytest.raises(ValueError, match="threads=1"):
+        latency.measure_latency(module, (1, 3, 8, 8), threads=2, repeats=1, clock="thread")
+    with pytest.raises(ValueError, match="clock"):
+        latency.measure_latency(module, (1, 3, 8, 8), repeats=1, clock="sundial")
+    with pytest.raises(ValueError, match="threads=1"):
+        LatencyTable().build_for_space(tiny(), threads=2, clock="thread")
+
+
+def test_clock_is_a_table_setting(fake_timer, tmp_path):
+    path = tmp_path / "lut.json"
+    settings = dict(threads=1, warmup=0, repeats=3, contexts=1)
+    t = load_or_build(path, tiny(), clock="thread", **settings)
+    assert t.meta["clock"] == "thread"
+    assert all(s.clock == "thread" for s in LatencyTable.load(path).entries.values())
+    assert load_or_build(path, tiny(), clock="thread", **settings) == t
+    assert fake_timer["chain"] == 12
+    load_or_build(path, tiny(), clock="wall", **settings)
+    assert fake_timer["chain"] == 24
+    with pytest.raises(ValueError, match="clock"):  # a thread-clock table, a wall report
+        lut_report(LatencyTable.load_or_build(path, tiny(), clock="thread", **settings),
+                   tiny(), n=3, clock="wall")

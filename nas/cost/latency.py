@@ -2,11 +2,17 @@
 
 MoGA predicts a model's latency as the sum of per-layer lookup-table entries plus the
 fixed parts (stem, head). `LatencyTable` is our substitute for its (unpublished) mobile
-GPU table: every distinct (block, input channels, input resolution) is built alone and
-timed here, so a search can score thousands of candidates without building any.
+GPU table: every distinct (block, input channels, input resolution) is timed here, so a
+search can score thousands of candidates without building any.
+
+`build` times each part alone. `build_for_space` covers a whole ChainSearchSpace and by
+default times each part inside whole-network forwards of reference paths (a part run
+alone keeps its weights in cache and sums to 10-17 % less than the network takes on this
+CPU), then fits one scale on those paths' whole-forward times; `lut_report` checks a
+table against whole networks it was not fitted on.
 
 A table holds one measurement setting (device, torch version, threads, batch, warmup,
-repeats); entries timed under another setting are refused, since mixing them would
+repeats, clock); entries timed under another setting are refused, since mixing them would
 make the sum meaningless.
 """
 
@@ -26,7 +32,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +60,10 @@ TIMINGS = ("isolated", "context")
 # Correction of the summed entries fitted on reference networks: none, ms * scale,
 # ms * scale + offset.
 CALIBRATIONS = ("none", "scale", "linear")
+# What a millisecond is read from: wall time (perf_counter), or the CPU time of the calling
+# thread, which leaves out the slices the OS gives other processes on a shared machine
+# (CPU and one intra-op thread only, where every op runs in the calling thread).
+CLOCKS = ("wall", "thread")
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +87,7 @@ class LatencyStats:
     device: str
     torch_version: str
     threads: int
+    clock: str = "wall"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -157,14 +168,14 @@ def _check_device(device: torch.device | str) -> torch.device:
 
 def measure_latency(module: nn.Module, input_shape: Iterable[int], *,
                     device: torch.device | str = "cpu", threads: int | None = None,
-                    warmup: int = 10, repeats: int = 50) -> LatencyStats:
+                    warmup: int = 10, repeats: int = 50, clock: str = "wall") -> LatencyStats:
     """Time `repeats` eval-mode forwards of `module` on one random input of `input_shape`.
 
     The module is moved to `device` and run under torch.inference_mode after `warmup`
     untimed forwards; CUDA is synchronised around each timed forward. `threads` sets
     torch's intra-op threads for the measurement only (restored afterwards); None keeps
     the current setting, which is recorded either way. The module's train/eval mode is
-    restored on return.
+    restored on return. `clock`: see CLOCKS and clock_fn.
     """
     _check_settings(warmup, repeats, threads)
     shape = tuple(input_shape)
@@ -183,6 +194,7 @@ def measure_latency(module: nn.Module, input_shape: Iterable[int], *,
         if threads is not None:
             torch.set_num_threads(threads)
         used_threads = torch.get_num_threads()
+        now = clock_fn(clock, dev, used_threads)
         module.to(dev).eval()
         times = []
         with torch.inference_mode():
@@ -191,20 +203,35 @@ def measure_latency(module: nn.Module, input_shape: Iterable[int], *,
                 module(x)
             sync()
             for _ in range(repeats):
-                start = time.perf_counter()
+                start = now()
                 module(x)
                 sync()
-                times.append((time.perf_counter() - start) * 1e3)
+                times.append((now() - start) * 1e3)
     finally:
         module.train(was_training)
         if threads is not None:
             torch.set_num_threads(old_threads)
     return _summary(times, repeats=repeats, warmup=warmup, input_shape=shape,
-                    device=device_name(dev), threads=used_threads)
+                    device=device_name(dev), threads=used_threads, clock=clock)
+
+
+def clock_fn(clock: str, device: torch.device, threads: int):
+    """The seconds counter `clock` names: time.perf_counter for "wall", time.thread_time
+    for "thread". The thread clock is refused off the CPU or with more than one intra-op
+    thread, where it would miss work done outside the calling thread."""
+    if clock == "wall":
+        return time.perf_counter
+    if clock != "thread":
+        raise ValueError(f"clock: expected one of {CLOCKS}, got {clock!r}")
+    if torch.device(device).type != "cpu" or threads != 1:
+        raise ValueError(f"clock: 'thread' counts the calling thread's CPU time only; it needs "
+                         f"device cpu and threads=1, got {torch.device(device).type} and "
+                         f"threads={threads}")
+    return time.thread_time
 
 
 def _summary(times: Sequence[float], *, repeats: int, warmup: int, input_shape: tuple[int, ...],
-             device: str, threads: int) -> LatencyStats:
+             device: str, threads: int, clock: str = "wall") -> LatencyStats:
     """LatencyStats of a list of per-forward times (ms)."""
     s = sorted(times)
     return LatencyStats(
@@ -212,7 +239,7 @@ def _summary(times: Sequence[float], *, repeats: int, warmup: int, input_shape: 
         std_ms=statistics.stdev(s) if len(s) > 1 else 0.0,
         p10_ms=_percentile(s, 0.1), p90_ms=_percentile(s, 0.9), min_ms=s[0],
         repeats=repeats, warmup=warmup, batch=input_shape[0], input_shape=tuple(input_shape),
-        device=device, torch_version=torch.__version__, threads=threads)
+        device=device, torch_version=torch.__version__, threads=threads, clock=clock)
 
 
 # --------------------------------------------------------------------------- keys
@@ -327,18 +354,18 @@ class LatencyTable:
             raise TypeError(f"key: expected a string, got {type(key).__name__}")
         if not isinstance(stats, LatencyStats):
             raise TypeError(f"stats: expected LatencyStats, got {type(stats).__name__}")
-        for name in SETTINGS:
+        for name in (*SETTINGS, "clock"):
             value = getattr(stats, name)
             if name in self.meta and self.meta[name] != value:
                 raise ValueError(f"entry measured with {name}={value!r}, but this table holds "
                                  f"{name}={self.meta[name]!r}; use one table per setting")
-        for name in SETTINGS:
+        for name in (*SETTINGS, "clock"):
             self.meta.setdefault(name, getattr(stats, name))
         self.entries[key] = stats
 
     def build(self, specs_or_candidates: Iterable[object], *, batch: int = 1,
               device: torch.device | str = "cpu", threads: int | None = None,
-              warmup: int = 10, repeats: int = 50) -> "LatencyTable":
+              warmup: int = 10, repeats: int = 50, clock: str = "wall") -> "LatencyTable":
         """Measure every distinct stem, (block, cin, hw) and head of the given chain specs
         (or candidates with a `.spec`) that the table lacks, each built alone; returns self.
 
@@ -347,7 +374,7 @@ class LatencyTable:
         _check_settings(warmup, repeats, threads, batch)
         wanted = {"device": device_name(_check_device(device)), "torch_version": torch.__version__,
                   "threads": torch.get_num_threads() if threads is None else threads,
-                  "batch": batch, "warmup": warmup, "repeats": repeats}
+                  "batch": batch, "warmup": warmup, "repeats": repeats, "clock": clock}
         for name, value in wanted.items():  # refuse before spending time on measurements
             if name in self.meta and self.meta[name] != value:
                 raise ValueError(f"build with {name}={value!r}, but this table holds "
@@ -366,7 +393,7 @@ class LatencyTable:
             module = _part_module(part, spec)
             self.add(key, measure_latency(module, (batch, part.cin, part.hw, part.hw),
                                           device=device, threads=threads, warmup=warmup,
-                                          repeats=repeats))
+                                          repeats=repeats, clock=clock))
         self.meta.setdefault("created", _now())
         self.meta.setdefault("allocator", _allocator)
         self.meta.setdefault("timing", "isolated")
@@ -406,7 +433,9 @@ class LatencyTable:
                         device: torch.device | str = "cpu", threads: int | None = None,
                         warmup: int = 10, repeats: int = 50, timing: str = "context",
                         contexts: int = 4, calibration: str = "scale",
-                        seed: int = 0) -> "LatencyTable":
+                        clock: str = "wall", seed: int = 0,
+                        interleave: Callable[[int, int], None] | None = None
+                        ) -> "LatencyTable":
         """Fill this (empty) table with every candidate of every position of `space` at its
         input shape, plus the stem and head (fixed blocks are positions with one candidate).
 
@@ -425,6 +454,11 @@ class LatencyTable:
         readings, and stores it with the paths' vectors so reports can leave them out
         (see fit_calibration); "none" keeps the plain sum. With timing="isolated" a
         calibration times the reference paths only for the fit.
+
+        clock="thread" times with the thread's CPU time (CPU, threads=1; see CLOCKS),
+        which keeps other processes on a shared machine out of the entries. `interleave`,
+        if given, is called as interleave(done, total) after each timed unit (a part
+        alone, a reference path), e.g. to time other networks in alternation.
         """
         _check_settings(warmup, repeats, threads, batch)
         if timing not in TIMINGS:
@@ -437,8 +471,22 @@ class LatencyTable:
             raise ValueError("build_for_space fills an empty table; use load_or_build to "
                              "reuse a saved one")
         dev = _check_device(device)
+        clock_fn(clock, dev, torch.get_num_threads() if threads is None else threads)
         layout = space_layout(space)
         start = time.perf_counter()
+        with_paths = timing == "context" or calibration != "none"
+        n_paths = contexts * max(len(pos) for pos in layout.positions) if with_paths else 0
+        n_alone = len(layout.distinct_parts()) if timing == "isolated" else 0
+        done, elsewhere = 0, 0.0  # units timed; seconds spent in `interleave`
+
+        def step() -> None:
+            nonlocal done, elsewhere
+            done += 1
+            if interleave is not None:
+                t0 = time.perf_counter()
+                interleave(done, n_alone + n_paths)
+                elsewhere += time.perf_counter() - t0
+
         with _intra_op_threads(threads) as used_threads:
             name = device_name(dev)
             if timing == "isolated":
@@ -446,23 +494,24 @@ class LatencyTable:
                     module = _part_module_for(part, space.template)
                     self.add(part.key, measure_latency(
                         module, (batch, part.cin, part.hw, part.hw), device=dev,
-                        threads=threads, warmup=warmup, repeats=repeats))
+                        threads=threads, warmup=warmup, repeats=repeats, clock=clock))
+                    step()
             paths: list[list[int]] = []
             totals: list[float] = []
-            if timing == "context" or calibration != "none":
+            if with_paths:
                 gen = torch.Generator().manual_seed(seed)
                 paths = reference_paths(layout, contexts, gen)
                 samples, totals = _time_reference_paths(layout, space.template, paths, batch,
-                                                        dev, warmup, repeats)
+                                                        dev, warmup, repeats, clock, step)
                 if timing == "context":
                     for part in layout.distinct_parts():
                         self.add(part.key, _summary(
                             samples[part.key], repeats=repeats, warmup=warmup,
                             input_shape=(batch, part.cin, part.hw, part.hw), device=name,
-                            threads=used_threads))
-        self.meta.update(timing=timing, resolution=space.template.input_size, contexts=contexts,
-                         seed=seed, calibration=calibration, torch_device=str(dev),
-                         allocator=_allocator, created=_now(),
+                            threads=used_threads, clock=clock))
+        self.meta.update(timing=timing, clock=clock, resolution=space.template.input_size,
+                         contexts=contexts, seed=seed, calibration=calibration,
+                         torch_device=str(dev), allocator=_allocator, created=_now(),
                          positions=[len(c) for c in space.positions])
         if calibration != "none":
             raw = [self._sum(layout.path_parts(p)) for p in paths]
@@ -471,7 +520,7 @@ class LatencyTable:
                 "fit": calibration, "scale": scale, "offset_ms": offset,
                 "vectors": [[p[i] for i in space.searchable] for p in paths],
                 "raw_ms": raw, "measured_ms": totals}
-        self.meta["build_seconds"] = round(time.perf_counter() - start, 3)
+        self.meta["build_seconds"] = round(time.perf_counter() - start - elsewhere, 3)
         return self
 
     def _sum(self, path_parts: Iterable[Part]) -> float:
@@ -507,9 +556,10 @@ class LatencyTable:
                       batch: int = 1, device: torch.device | str = "cpu",
                       threads: int | None = None, warmup: int = 10, repeats: int = 50,
                       timing: str = "context", contexts: int = 4, calibration: str = "scale",
-                      seed: int = 0) -> "LatencyTable":
+                      clock: str = "wall", seed: int = 0) -> "LatencyTable":
         """The table saved at `path` when it matches this machine and these settings (device,
-        torch version, threads, batch, warmup, repeats, timing, calibration, resolution) and
+        torch version, threads, batch, warmup, repeats, timing, clock, calibration,
+        resolution) and
         holds every key `space` needs; otherwise a fresh build_for_space, saved to `path`.
         An unreadable file is rebuilt (with a warning) rather than trusted."""
         path = Path(path)
@@ -517,7 +567,7 @@ class LatencyTable:
                   "torch_version": torch.__version__,
                   "threads": torch.get_num_threads() if threads is None else threads,
                   "batch": batch, "warmup": warmup, "repeats": repeats, "timing": timing,
-                  "calibration": calibration, "resolution": space.template.input_size,
+                  "clock": clock, "calibration": calibration, "resolution": space.template.input_size,
                   "keys": space_layout(space).keys()}
         if timing == "context" or calibration != "none":
             wanted["contexts"] = contexts
@@ -533,7 +583,8 @@ class LatencyTable:
                 log.info("%s: settings differ; measuring a new table", path)
         table = cls().build_for_space(space, batch=batch, device=device, threads=threads,
                                       warmup=warmup, repeats=repeats, timing=timing,
-                                      contexts=contexts, calibration=calibration, seed=seed)
+                                      contexts=contexts, calibration=calibration, clock=clock,
+                                      seed=seed)
         table.save(path)
         return table
 
@@ -604,7 +655,8 @@ class LatencyTable:
                 raise ValueError(f"entry {key}: input_shape expected a list of integers, "
                                  f"got {shape!r}")
             table.entries[key] = LatencyStats(**{f: float(e[f]) for f in _STAT_FIELDS},
-                                              input_shape=tuple(shape), **settings)
+                                              input_shape=tuple(shape),
+                                              clock=meta.get("clock", "wall"), **settings)
         cal = data.get("calibration")
         if cal is not None:
             if not isinstance(cal, dict):
@@ -699,7 +751,7 @@ def _intra_op_threads(threads: int | None):
 
 
 def _time_chain(modules: Sequence[nn.Module], x: torch.Tensor, *, warmup: int,
-                repeats: int) -> list[list[float]]:
+                repeats: int, now=time.perf_counter) -> list[list[float]]:
     """Per-module ms of `repeats` forwards through `modules` in sequence, after `warmup`.
 
     Boundaries are read between consecutive modules of one uninterrupted forward, so a
@@ -723,10 +775,10 @@ def _time_chain(modules: Sequence[nn.Module], x: torch.Tensor, *, warmup: int,
                 torch.cuda.synchronize(x.device)
                 ms = [a.elapsed_time(b) for a, b in zip(marks, marks[1:])]
             else:
-                ticks = [time.perf_counter()]
+                ticks = [now()]
                 for m in modules:
                     y = m(y)
-                    ticks.append(time.perf_counter())
+                    ticks.append(now())
                 ms = [(b - a) * 1e3 for a, b in zip(ticks, ticks[1:])]
             if r >= warmup:
                 out.append(ms)
@@ -734,8 +786,9 @@ def _time_chain(modules: Sequence[nn.Module], x: torch.Tensor, *, warmup: int,
 
 
 def _time_reference_paths(layout: SpaceLayout, template: ChainSpec, paths: list[list[int]],
-                          batch: int, device: torch.device, warmup: int,
-                          repeats: int) -> tuple[dict[str, list[float]], list[float]]:
+                          batch: int, device: torch.device, warmup: int, repeats: int,
+                          clock: str = "wall", step: Callable[[], None] | None = None
+                          ) -> tuple[dict[str, list[float]], list[float]]:
     """Time every path part by part (_time_chain): the per-key pooled times, and each
     path's median whole-forward time. Every (position, candidate) gets its own module, as
     in a network, so a candidate used at two positions does not find its weights cached."""
@@ -748,15 +801,18 @@ def _time_reference_paths(layout: SpaceLayout, template: ChainSpec, paths: list[
 
     size = layout.stem.hw
     x = torch.randn(batch, layout.stem.cin, size, size, device=device)
+    now = clock_fn(clock, device, torch.get_num_threads())
     samples: dict[str, list[float]] = {}
     totals = []
     for choice in paths:
         chain = layout.path_parts(choice)
         rows = _time_chain([module(i, p) for i, p in enumerate(chain)], x, warmup=warmup,
-                           repeats=repeats)
+                           repeats=repeats, now=now)
         for j, part in enumerate(chain):
             samples.setdefault(part.key, []).extend(row[j] for row in rows)
         totals.append(statistics.median(sum(row) for row in rows))
+        if step is not None:
+            step()
     return samples, totals
 
 
@@ -802,7 +858,7 @@ def _errors(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, 
 
 
 def _time_models(models: Sequence[nn.Module], x: torch.Tensor, *, warmup: int, repeats: int,
-                 rounds: int) -> list[list[float]]:
+                 rounds: int, now=time.perf_counter) -> list[list[float]]:
     """Whole-forward ms of each model, `repeats` in all, taken round-robin in `rounds`
     visits (each after `warmup` untimed forwards): a slow spell of a shared machine then
     spreads over all models instead of landing on a few and reordering them."""
@@ -813,51 +869,22 @@ def _time_models(models: Sequence[nn.Module], x: torch.Tensor, *, warmup: int, r
         for count in counts:
             for k, model in enumerate(models):
                 for r in range(warmup + count):
-                    start = time.perf_counter()
+                    start = now()
                     model(x)
                     if cuda:
                         torch.cuda.synchronize(x.device)
                     if r >= warmup:
-                        times[k].append((time.perf_counter() - start) * 1e3)
+                        times[k].append((now() - start) * 1e3)
     return times
 
 
-def lut_report(table: LatencyTable, space: "ChainSearchSpace", n: int = 30, seed: int = 0, *,
-               device: torch.device | str | None = None, threads: int | None = None,
-               batch: int | None = None, warmup: int | None = None,
-               repeats: int | None = None, rounds: int | None = None) -> dict[str, Any]:
-    """Predicted against measured whole-network latency for `n` random architectures of
-    `space` (drawn with `seed`, leaving out the table's calibration paths): RMSE, RMSE
-    relative to the mean measured latency, Kendall tau-b, per-architecture rows, settings.
-
-    Settings default to the table's; device, threads and batch must match it, since a
-    table predicts nothing about other conditions. Each network is built whole
-    (build(spec)) and timed round-robin in `rounds` visits (default min(5, repeats); see
-    _time_models); measured = median.
-    """
-    from nas.arch.builder import build
-
-    meta = table.meta
-    device = meta.get("torch_device", "cpu") if device is None else device
-    threads = meta.get("threads") if threads is None else threads
-    batch = meta.get("batch", 1) if batch is None else batch
-    warmup = meta.get("warmup", 10) if warmup is None else warmup
-    repeats = meta.get("repeats", 50) if repeats is None else repeats
-    _check_settings(warmup, repeats, threads, batch)
-    rounds = min(5, repeats) if rounds is None else rounds
+def sample_vectors(space: "ChainSearchSpace", n: int, seed: int,
+                   exclude: Iterable[Sequence[int]] = ()) -> tuple[list[list[int]], int]:
+    """`n` distinct random decision vectors of `space` drawn with `seed`, none in `exclude`
+    (a table's calibration paths); also how many draws were left out for that."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n: expected an integer >= 2, got {n!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= repeats:
-        raise ValueError(f"rounds: expected an integer in [1, repeats], got {rounds!r}")
-    dev = _check_device(device)
-    asked = {"device": device_name(dev), "threads": threads, "batch": batch}
-    for name, value in asked.items():
-        if meta.get(name) != value:
-            raise ValueError(f"report with {name}={value!r}, but the table was measured with "
-                             f"{name}={meta.get(name)!r}")
-
-    calibration = table.calibration or {}
-    excluded = {tuple(v) for v in calibration.get("vectors", [])}
+    excluded = {tuple(v) for v in exclude}
     gen = torch.Generator().manual_seed(seed)
     vectors: list[list[int]] = []
     skipped = 0
@@ -868,28 +895,111 @@ def lut_report(table: LatencyTable, space: "ChainSearchSpace", n: int = 30, seed
         elif v not in vectors:
             vectors.append(v)
         if len(vectors) == n:
-            break
-    else:
-        raise ValueError(f"n: the space has too few architectures outside the calibration "
-                         f"paths for {n} distinct ones")
+            return vectors, skipped
+    raise ValueError(f"n: the space has too few architectures outside the calibration paths "
+                     f"for {n} distinct ones")
 
+
+class NetworkTimer:
+    """Whole networks of `space` (build(spec) of each vector), timed in rounds that can be
+    spread out: a benchmark calls `round` between a table's reference paths
+    (build_for_space's `interleave`), so a change of load on a shared machine reaches the
+    table and the networks it is checked against alike."""
+
+    def __init__(self, space: "ChainSearchSpace", vectors: Sequence[Sequence[int]], *,
+                 device: torch.device | str = "cpu", threads: int | None = None,
+                 batch: int = 1, warmup: int = 10, clock: str = "wall"):
+        from nas.arch.builder import build
+
+        _check_settings(warmup, 1, threads, batch)
+        self.device = _check_device(device)
+        self.threads = torch.get_num_threads() if threads is None else threads
+        self.batch, self.warmup, self.clock = batch, warmup, clock
+        self.now = clock_fn(clock, self.device, self.threads)
+        self.vectors = [space.check(v) for v in vectors]
+        size = space.template.input_size
+        self.x = torch.randn(batch, space.template.in_channels, size, size, device=self.device)
+        self.models = [build(space.to_spec(v)).to(self.device).eval() for v in self.vectors]
+        self.times: list[list[float]] = [[] for _ in self.vectors]
+        self.rounds = 0
+        self.seconds = 0.0
+
+    def round(self, repeats: int) -> None:
+        """One visit to every network: `warmup` untimed and `repeats` timed forwards."""
+        start = time.perf_counter()
+        with _intra_op_threads(self.threads):
+            times = _time_models(self.models, self.x, warmup=self.warmup, repeats=repeats,
+                                 rounds=1, now=self.now)
+        for mine, new in zip(self.times, times):
+            mine.extend(new)
+        self.rounds += 1
+        self.seconds += time.perf_counter() - start
+
+
+def lut_report(table: LatencyTable, space: "ChainSearchSpace", n: int = 30, seed: int = 0, *,
+               device: torch.device | str | None = None, threads: int | None = None,
+               batch: int | None = None, warmup: int | None = None,
+               repeats: int | None = None, rounds: int | None = None,
+               clock: str | None = None, timer: NetworkTimer | None = None) -> dict[str, Any]:
+    """Predicted against measured whole-network latency for `n` random architectures of
+    `space` (drawn with `seed`, leaving out the table's calibration paths): RMSE, RMSE
+    relative to the mean measured latency, Kendall tau-b, per-architecture rows, settings.
+
+    Settings default to the table's; device, threads, batch and clock must match it,
+    since a table predicts nothing about other conditions. Each network is built whole
+    (build(spec)) and timed round-robin in `rounds` visits (default min(5, repeats); see
+    _time_models) until it has `repeats` times; measured = median. A `timer` brings its
+    own architectures and the times it already took (see NetworkTimer).
+    """
+    meta = table.meta
+    if timer is not None:
+        device, threads, batch, clock = timer.device, timer.threads, timer.batch, timer.clock
+        warmup = timer.warmup if warmup is None else warmup
+    device = meta.get("torch_device", "cpu") if device is None else device
+    threads = meta.get("threads") if threads is None else threads
+    batch = meta.get("batch", 1) if batch is None else batch
+    warmup = meta.get("warmup", 10) if warmup is None else warmup
+    repeats = meta.get("repeats", 50) if repeats is None else repeats
+    _check_settings(warmup, repeats, threads, batch)
+    rounds = min(5, repeats) if rounds is None else rounds
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= repeats:
+        raise ValueError(f"rounds: expected an integer in [1, repeats], got {rounds!r}")
+    dev = _check_device(device)
+    asked = {"device": device_name(dev), "threads": threads, "batch": batch,
+             "clock": meta.get("clock", "wall") if clock is None else clock}
+    recorded = {"clock": "wall", **meta}  # tables from before clocks were wall-timed
+    for name, value in asked.items():
+        if recorded.get(name) != value:
+            raise ValueError(f"report with {name}={value!r}, but the table was measured with "
+                             f"{name}={recorded.get(name)!r}")
+
+    calibration = table.calibration or {}
+    excluded = {tuple(v) for v in calibration.get("vectors", [])}
+    if timer is None:
+        vectors, skipped = sample_vectors(space, n, seed, excluded)
+        timer = NetworkTimer(space, vectors, device=dev, threads=threads, batch=batch,
+                             warmup=warmup, clock=asked["clock"])
+    else:
+        vectors, skipped, n, seed = timer.vectors, 0, len(timer.vectors), None
+        if excluded & {tuple(v) for v in vectors}:
+            raise ValueError("timer: some of its architectures are calibration paths of the "
+                             "table; a report must leave them out")
     predicted = [table.predict_vector(space, v) for v in vectors]
     raw = [table.predict_vector(space, v, calibrated=False) for v in vectors]
-    size = space.template.input_size
-    x = torch.randn(batch, space.template.in_channels, size, size, device=dev)
-    models = [build(space.to_spec(v)).to(dev).eval() for v in vectors]
-    start = time.perf_counter()
-    with _intra_op_threads(threads):
-        times = _time_models(models, x, warmup=warmup, repeats=repeats, rounds=rounds)
-    seconds = time.perf_counter() - start
-    measured = [statistics.median(t) for t in times]
+    # Top up to `repeats` times per network, in at most `rounds` visits.
+    missing = repeats - min(len(t) for t in timer.times)
+    for k in range(rounds):
+        count = missing // rounds + (k < missing % rounds)
+        if count > 0:
+            timer.round(count)
+    measured = [statistics.median(t) for t in timer.times]
 
     rows = []
-    for v, p, r, t in zip(vectors, predicted, raw, times):
+    for v, p, r, t in zip(vectors, predicted, raw, timer.times):
         s = sorted(t)
         rows.append({"vector": v, "predicted_ms": p, "predicted_uncalibrated_ms": r,
                      "measured_ms": statistics.median(s), "measured_p10_ms": _percentile(s, 0.1),
-                     "measured_p90_ms": _percentile(s, 0.9)})
+                     "measured_p90_ms": _percentile(s, 0.9), "measured_n": len(s)})
     return {
         **_errors(predicted, measured),
         "n": n, "seed": seed,
@@ -899,11 +1009,13 @@ def lut_report(table: LatencyTable, space: "ChainSearchSpace", n: int = 30, seed
         "calibration": ({k: calibration[k] for k in ("fit", "scale", "offset_ms")}
                         | {"paths": len(excluded)} if calibration else None),
         "skipped_calibration_paths": skipped,
-        "measure_seconds": round(seconds, 3),
+        "measure_seconds": round(timer.seconds, 3),
         "settings": {"device": asked["device"], "torch_device": str(dev),
                      "torch_version": torch.__version__, "threads": threads, "batch": batch,
-                     "warmup": warmup, "repeats": repeats, "rounds": rounds,
-                     "resolution": size, "timing": meta.get("timing", "isolated"),
+                     "warmup": warmup, "repeats": repeats, "rounds": timer.rounds,
+                     "clock": asked["clock"],
+                     "resolution": space.template.input_size,
+                     "timing": meta.get("timing", "isolated"),
                      "contexts": meta.get("contexts"), "allocator": _allocator},
         "rows": rows,
     }

@@ -21,7 +21,7 @@ from pytorch_lightning import seed_everything
 from pytorch_lightning.loggers import CSVLogger
 
 from nas.arch import io
-from nas.arch.spec import ChainSpec
+from nas.arch.spec import INIT_SCHEMES, ChainSpec
 from nas.arch.zoo.moga import ACTS, moga, moga_layer, moga_skeleton
 from nas.config import ConfigError, check, require
 from nas.cost import count
@@ -40,10 +40,17 @@ N_CHOICES = 12
 
 
 def moga_space(*, width: float = 1.0, stem_stride: int = 2, num_classes: int = 1000,
-               input_size: int = 224) -> ChainSearchSpace:
-    """Fixed stem, separable block and head around 14 searchable layers."""
+               input_size: int = 224, init: str | None = None) -> ChainSearchSpace:
+    """Fixed stem, separable block and head around 14 searchable layers.
+
+    `init` replaces the official MnasNet-style init: its classifier draws from
+    U(+-1/sqrt(num_classes)), ten times wider at 10 classes than at 1000, and the
+    resulting logits make small-data supernet training diverge.
+    """
     template = moga([0] * 14, num_classes=num_classes, input_size=input_size, name="moga_search",
                     width=width, stem_stride=stem_stride)
+    if init is not None:
+        template = dataclasses.replace(template, init=init)
     first, widths, strides, _ = moga_skeleton(width, stem_stride)
     positions, cin = [[template.blocks[0]]], first
     for out, stride, act in zip(widths, strides, ACTS):
@@ -76,6 +83,7 @@ class MogaConfig:
     name: str = "moga"
     width: float = 1.0
     stem_stride: int = 1
+    init: Optional[str] = None
     same_batch: bool = False
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="sgd", lr=0.05))
     recalibration_steps: int = 10
@@ -88,6 +96,8 @@ class MogaConfig:
     def __post_init__(self) -> None:
         require(self.width > 0, "width", "a positive multiplier", self.width)
         require(self.stem_stride in (1, 2), "stem_stride", "1 or 2", self.stem_stride)
+        require(self.init in (None, *INIT_SCHEMES), "init", f"null or one of {INIT_SCHEMES}",
+                self.init)
         require(self.recalibration_steps >= 0, "recalibration_steps", "an integer >= 0",
                 self.recalibration_steps)
         require(self.score_batches is None or self.score_batches >= 1, "score_batches",
@@ -202,7 +212,7 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
         ctx.data, batch_size=per_path * m)
     datamodule = make_datamodule(loader_cfg)
     train_loader, heldout_loader = datamodule.search_dataloaders()
-    space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride,
+    space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride, init=cfg.init,
                        num_classes=datamodule.num_classes, input_size=datamodule.input_size)
     seed_everything(ctx.seed, workers=True, verbose=False)
     module = FairNASModule(space, cfg.optim, batch_size=per_path, seed=ctx.seed,

@@ -1,0 +1,334 @@
+"""Supernet ranking fidelity: does the MoGA supernet order architectures as training them does?
+
+    python scripts/rank_fidelity.py --out runs/rank_fidelity.json          # demo scale
+    python scripts/rank_fidelity.py --supernet runs/search/<run>/supernet.pt \\
+        --width 0.5 --stem-stride 2 --out rf.json        # a supernet written by nas.search
+
+The search trusts the supernet's accuracy of a candidate (BN recalibration of its path
+on fixed training batches, then top-1 on fixed held-out batches: CandidateScorer) as a
+stand-in for the accuracy the candidate would reach trained on its own. This script
+measures how far that holds: it trains a FairNAS supernet on the search's training part
+of the embedded data (or loads one), samples N architectures with a seeded generator,
+scores each with the supernet exactly as the search does, trains each from scratch for a
+short budget (same seed, data order and SGD cosine recipe for all) on the same training
+part, evaluates it on the whole held-out part (or --eval-on val), and reports Kendall's
+tau-b between the two orders (1: same order, 0: unrelated, -1: reversed), a table of
+both scores and a JSON file (--out) with every figure.
+
+With N = 8 and 3 epochs, tau is a coarse figure: unrelated orders give tau with a
+standard deviation of about 0.28 (printed as `null std`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import pickle
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from nas.arch.builder import build
+from nas.config import check
+from nas.cost import count
+from nas.data import make_datamodule
+from nas.files import write_text_atomic
+from nas.methods.fairnas import FairNASModule
+from nas.methods.moga import N_CHOICES, CandidateScorer, moga_space
+from nas.optim import OptimConfig, build_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def kendall_tau_b(x, y) -> float:
+    """Kendall's tau-b of two score lists (ties allowed; nan when either is constant).
+
+    tau_b = (C - D) / sqrt((n0 - tx) (n0 - ty)) over the n0 = n(n-1)/2 pairs, where C and
+    D count concordant and discordant pairs and tx, ty the pairs tied in x or y. Ties in the
+    supernet's top-1 on a few hundred images are common, hence b rather than a.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"kendall_tau_b: expected two 1-d lists of one length, got "
+                         f"{x.shape} and {y.shape}")
+    i, j = np.triu_indices(len(x), k=1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    n0 = len(i)
+    untied_x, untied_y = n0 - int((dx == 0).sum()), n0 - int((dy == 0).sum())
+    if untied_x == 0 or untied_y == 0:
+        return float("nan")
+    return float((dx * dy).sum() / math.sqrt(untied_x * untied_y))
+
+
+def tau_null_std(n: int) -> float:
+    """Standard deviation of tau between two unrelated orders of n items (no ties)."""
+    return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n > 1 else float("nan")
+
+
+def moga_optim() -> OptimConfig:
+    """The supernet recipe of `method=moga`, read from conf/method/moga.yaml."""
+    return check(OptimConfig, OmegaConf.load(REPO / "conf" / "method" / "moga.yaml").optim,
+                 "optim")
+
+
+def quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+
+
+def train_supernet(space, args, train_loader) -> tuple[torch.nn.Module, float]:
+    """FairNAS as `python -m nas.search method=moga` trains it (seeded, same recipe)."""
+    import pytorch_lightning as pl
+
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    module = FairNASModule(space, moga_optim(), batch_size=args.per_path_batch, seed=args.seed)
+    trainer = pl.Trainer(max_epochs=args.supernet_epochs,
+                         limit_train_batches=args.supernet_batches or 1.0, limit_val_batches=0,
+                         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, default_root_dir=str(args.out.parent))
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_loader)
+    return module.supernet.cpu(), time.perf_counter() - start
+
+
+class InputError(Exception):
+    """A bad --supernet file; reported as one line with exit status 2."""
+
+
+def load_supernet(space, path: Path, width: float, stem_stride: int) -> torch.nn.Module:
+    from nas.supernet.chain import ChainSupernet
+
+    supernet = ChainSupernet(space)
+    where = f"--supernet {path}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{where}: no such file") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{where}: not a state_dict ({first[:160]})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{where}: not a state_dict (a {type(state).__name__})")
+    # Name the first difference: a wrong --width or --stem-stride shows as a shape.
+    own = supernet.state_dict()
+    for key, value in own.items():
+        if key not in state or getattr(state[key], "shape", None) != value.shape:
+            got = "missing" if key not in state else list(getattr(state[key], "shape", []))
+            raise InputError(f"{where}: does not match the MoGA supernet at --width {width} "
+                             f"--stem-stride {stem_stride}: {key} is {got}, expected "
+                             f"{list(value.shape)}")
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise InputError(f"{where}: unexpected key {extra[0]} for the MoGA supernet")
+    supernet.load_state_dict(state)
+    return supernet
+
+
+def standalone(spec, args, train_loader, eval_batches) -> tuple[float, float, float]:
+    """Train from scratch (same seed and data order for every candidate); held-out top-1."""
+    torch.manual_seed(args.seed)
+    model = build(spec)
+    cfg = OptimConfig(name="sgd", lr=args.lr, lr_reference_batch=args.batch, momentum=0.9,
+                      nesterov=True, weight_decay=4e-5, no_weight_decay_on_bn_and_bias=True,
+                      schedule="cosine")
+    steps = len(train_loader) if args.train_batches is None else min(args.train_batches,
+                                                                      len(train_loader))
+    opt, sched = build_optimizer(model, cfg, batch_size=args.batch, steps_per_epoch=steps,
+                                 max_epochs=args.epochs)
+    criterion = nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for _ in range(args.epochs):
+        for x, y in itertools.islice(train_loader, steps):
+            loss = criterion(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    seconds = time.perf_counter() - start
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in eval_batches:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    return correct / max(1, total), float(loss.detach()), seconds
+
+
+def sample_vectors(space, n: int, seed: int) -> list[list[int]]:
+    """n distinct uniformly drawn decision vectors from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    out: list[list[int]] = []
+    while len(out) < n:
+        v = space.sample(g)
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def ranks(values) -> list[int]:
+    """1 = best (highest); ties share the better rank."""
+    return [1 + sum(w > v for w in values) for v in values]
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("supernet")
+    g.add_argument("--supernet", type=Path, default=None, metavar="PATH",
+                   help="load this supernet.pt (a state_dict from `python -m nas.search "
+                        "method=moga`) instead of training one; give its --width/--stem-stride")
+    g.add_argument("--width", type=float, default=0.5, help="MoGA width multiplier (demo 0.5)")
+    g.add_argument("--stem-stride", type=int, default=2, choices=[1, 2])
+    g.add_argument("--supernet-epochs", type=int, default=8,
+                   help="FairNAS epochs when training here (demo search: 8)")
+    g.add_argument("--supernet-batches", type=int, default=None,
+                   help="FairNAS steps per epoch (default: the whole training part)")
+    g.add_argument("--per-path-batch", type=int, default=16, help="images per path (demo 16)")
+    g.add_argument("--save-supernet", type=Path, default=None, metavar="PATH",
+                   help="write the trained supernet's state_dict here (reusable via --supernet)")
+    g = p.add_argument_group("scoring (as the search)")
+    g.add_argument("--recal-steps", type=int, default=4, help="BN recalibration batches")
+    g.add_argument("--score-batches", type=int, default=2, help="held-out batches scored")
+    g.add_argument("--score-batch", type=int, default=256, help="held-out batch size")
+    g = p.add_argument_group("stand-alone training")
+    g.add_argument("--n", type=int, default=8, help="architectures sampled")
+    g.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
+    g.add_argument("--batch", type=int, default=64, help="stand-alone batch size")
+    g.add_argument("--lr", type=float, default=0.1, help="SGD lr at --batch (cosine to 0)")
+    g.add_argument("--train-batches", type=int, default=None,
+                   help="stand-alone steps per epoch (default: the whole training part)")
+    g.add_argument("--eval-on", choices=["heldout", "val"], default="heldout",
+                   help="stand-alone top-1 on the held-out part of the training split "
+                        "(where the supernet scores) or on the val split")
+    g.add_argument("--eval-batches", type=int, default=None,
+                   help="at most this many eval batches of --score-batch (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="sampling, supernet and training seed")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", type=Path, default=Path("rank_fidelity.json"),
+                   help="JSON file written with every figure")
+    args = p.parse_args(argv)
+    for key in ("supernet_epochs", "supernet_batches", "per_path_batch", "recal_steps",
+                "score_batches", "score_batch", "n", "epochs", "batch", "train_batches",
+                "eval_batches", "threads"):
+        v = getattr(args, key)
+        if v is not None and v < 1:
+            p.error(f"--{key.replace('_', '-')} must be >= 1, got {v}")
+    if args.n < 2:
+        p.error("--n must be at least 2 to rank anything")
+    if args.width <= 0 or args.lr <= 0:
+        p.error("--width and --lr must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_lightning()
+    t0 = time.perf_counter()
+
+    def data(batch):
+        return make_datamodule({"name": "embedded", "batch_size": batch, "seed": args.seed})
+
+    fair_dm = data(args.per_path_batch * N_CHOICES)
+    space = moga_space(width=args.width, stem_stride=args.stem_stride,
+                       num_classes=fair_dm.num_classes, input_size=fair_dm.input_size)
+    fair_train, _ = fair_dm.search_dataloaders()
+
+    if args.supernet is not None:
+        try:
+            supernet = load_supernet(space, args.supernet, args.width, args.stem_stride)
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        supernet_seconds = 0.0
+        print(f"supernet: loaded {args.supernet}")
+    else:
+        supernet, supernet_seconds = train_supernet(space, args, fair_train)
+        print(f"supernet: FairNAS {args.supernet_epochs} epoch(s) in {supernet_seconds:.0f} s")
+        if args.save_supernet:
+            args.save_supernet.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(supernet.state_dict(), args.save_supernet)
+
+    # The search's scoring batches: the first training batches cut to one path's share for
+    # BN recalibration, the held-out part for top-1 (the same batches for every candidate).
+    recal = [(x[:args.per_path_batch], y[:args.per_path_batch])
+             for x, y in itertools.islice(fair_train, args.recal_steps)]
+    score_dm = data(args.score_batch)
+    _, held_loader = score_dm.search_dataloaders()
+    scorer = CandidateScorer(supernet, recal, list(itertools.islice(held_loader,
+                                                                    args.score_batches)),
+                             torch.device("cpu"))
+    eval_loader = held_loader if args.eval_on == "heldout" else score_dm.val_dataloader()
+    eval_batches = list(itertools.islice(eval_loader, args.eval_batches))
+    alone_train, _ = data(args.batch).search_dataloaders()
+
+    rows = []
+    for k, vector in enumerate(sample_vectors(space, args.n, args.seed)):
+        start = time.perf_counter()
+        score = scorer.accuracy(vector)
+        score_seconds = time.perf_counter() - start
+        spec = space.to_spec(vector)
+        top1, loss, train_seconds = standalone(spec, args, alone_train, eval_batches)
+        cost = count(spec)
+        rows.append({"genome": vector, "supernet_top1": score, "standalone_top1": top1,
+                     "standalone_final_loss": loss, "params": cost.params, "macs": cost.macs,
+                     "score_seconds": round(score_seconds, 3),
+                     "train_seconds": round(train_seconds, 1)})
+        print(f"[{k + 1}/{args.n}] {'-'.join(map(str, vector))}: supernet {100 * score:.2f} %, "
+              f"stand-alone {100 * top1:.2f} % ({train_seconds:.0f} s)", flush=True)
+
+    sup = [r["supernet_top1"] for r in rows]
+    alone = [r["standalone_top1"] for r in rows]
+    tau = kendall_tau_b(sup, alone)
+    for r, a, b in zip(rows, ranks(sup), ranks(alone)):
+        r["supernet_rank"], r["standalone_rank"] = a, b
+    total = time.perf_counter() - t0
+
+    print(f"\n{'genome':<43} {'supernet':>9} {'rank':>4} {'alone':>7} {'rank':>4} "
+          f"{'params':>8} {'MMACs':>7}")
+    for r in sorted(rows, key=lambda r: r["standalone_rank"]):
+        print(f"{'-'.join(map(str, r['genome'])):<43} {100 * r['supernet_top1']:8.2f}% "
+              f"{r['supernet_rank']:>4} {100 * r['standalone_top1']:6.2f}% "
+              f"{r['standalone_rank']:>4} {r['params']:>8,} {r['macs'] / 1e6:7.2f}")
+    null = tau_null_std(args.n)
+    print(f"\nKendall tau-b (supernet vs stand-alone, N={args.n}): {tau:+.3f}  "
+          f"(null std {null:.2f}); {total:.0f} s in all")
+
+    result = {
+        "kendall_tau_b": None if math.isnan(tau) else tau,
+        "tau_null_std": null,
+        "n": args.n,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "scoring": {"recal_images": args.recal_steps * args.per_path_batch,
+                    "heldout_images": sum(len(y) for _, y in scorer.eval_batches)},
+        "standalone_eval_images": sum(len(y) for _, y in eval_batches),
+        "torch_threads": torch.get_num_threads(),
+        "seconds": {"supernet": round(supernet_seconds, 1),
+                    "scoring": round(sum(r["score_seconds"] for r in rows), 1),
+                    "standalone": round(sum(r["train_seconds"] for r in rows), 1),
+                    "total": round(total, 1)},
+        "architectures": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
