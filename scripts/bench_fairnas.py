@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-batches", type=int, default=2, help="held-out batches scored")
     p.add_argument("--score-batch", type=int, default=256, help="held-out batch size")
     p.add_argument("--archs", type=int, default=8, help="architectures per scoring repeat")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: demo-scale tensors are small, and with other "
+                        "processes on this 2-core machine a second OpenMP thread made steps "
+                        "several times slower)")
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="also print the top ROWS ops of each side (torch.profiler)")
     p.add_argument("--skip-scoring", action="store_true", help="only part (a)")

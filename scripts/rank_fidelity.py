@@ -121,7 +121,8 @@ def load_supernet(space, path: Path, width: float, stem_stride: int) -> torch.nn
         raise InputError(f"{where}: not a state_dict ({first[:160]})") from None
     if not isinstance(state, dict):
         raise InputError(f"{where}: not a state_dict (a {type(state).__name__})")
-    # Name the first difference: a wrong --width or --stem-stride shows as a shape.
+    # Name the first difference: a wrong --width shows as a shape (the stem stride changes
+    # no shape, so a wrong --stem-stride cannot be told from the file).
     own = supernet.state_dict()
     for key, value in own.items():
         if key not in state or getattr(state[key], "shape", None) != value.shape:
@@ -140,6 +141,10 @@ def standalone(spec, args, train_loader, eval_batches) -> tuple[float, float, fl
     """Train from scratch (same seed and data order for every candidate); held-out top-1."""
     torch.manual_seed(args.seed)
     model = build(spec)
+    # Every candidate sees the same batches and crops: reset the loader's shuffling generator
+    # and, since building consumes a spec-dependent amount of it, the global RNG (crops).
+    train_loader.generator.manual_seed(args.seed)
+    torch.manual_seed(args.seed + 1)
     cfg = OptimConfig(name="sgd", lr=args.lr, lr_reference_batch=args.batch, momentum=0.9,
                       nesterov=True, weight_decay=4e-5, no_weight_decay_on_bn_and_bias=True,
                       schedule="cosine")
@@ -190,7 +195,8 @@ def parse(argv):
     g = p.add_argument_group("supernet")
     g.add_argument("--supernet", type=Path, default=None, metavar="PATH",
                    help="load this supernet.pt (a state_dict from `python -m nas.search "
-                        "method=moga`) instead of training one; give its --width/--stem-stride")
+                        "method=moga`) instead of training one; give the --width and --stem-stride it was "
+                        "trained with (a wrong width is detected, a wrong stem stride is not)")
     g.add_argument("--width", type=float, default=0.5, help="MoGA width multiplier (demo 0.5)")
     g.add_argument("--stem-stride", type=int, default=2, choices=[1, 2])
     g.add_argument("--supernet-epochs", type=int, default=8,
@@ -208,7 +214,8 @@ def parse(argv):
     g.add_argument("--n", type=int, default=8, help="architectures sampled")
     g.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
     g.add_argument("--batch", type=int, default=64, help="stand-alone batch size")
-    g.add_argument("--lr", type=float, default=0.1, help="SGD lr at --batch (cosine to 0)")
+    g.add_argument("--lr", type=float, default=0.02,
+                   help="Nesterov SGD lr at --batch, cosine to 0 (0.1 diverges early here)")
     g.add_argument("--train-batches", type=int, default=None,
                    help="stand-alone steps per epoch (default: the whole training part)")
     g.add_argument("--eval-on", choices=["heldout", "val"], default="heldout",
@@ -217,7 +224,10 @@ def parse(argv):
     g.add_argument("--eval-batches", type=int, default=None,
                    help="at most this many eval batches of --score-batch (default: all)")
     p.add_argument("--seed", type=int, default=0, help="sampling, supernet and training seed")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: demo-scale tensors are small, and with other "
+                        "processes on this 2-core machine a second OpenMP thread made steps "
+                        "several times slower)")
     p.add_argument("--out", type=Path, default=Path("rank_fidelity.json"),
                    help="JSON file written with every figure")
     args = p.parse_args(argv)

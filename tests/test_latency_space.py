@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-import nas.cost.latency as latency
 from nas.arch.shapes import conv_out, iter_blocks, last_channels
+from nas.cost import latency
 from nas.cost.latency import (LatencyTable, block_key, fit_calibration, head_key, kendall_tau,
                               load_or_build, lut_report, space_layout, stem_key)
 from nas.methods.moga import moga_space
@@ -33,7 +33,10 @@ def _expected_keys(space) -> set[str]:
 
 
 def _fake_ms(module: torch.nn.Module) -> float:
-    """Deterministic stand-in for a part's time: grows with its parameter count."""
+    """Deterministic stand-in for a part's time: grows with its parameter count; a
+    Sequential (a whole reference path) takes the sum of its parts."""
+    if isinstance(module, torch.nn.Sequential):
+        return sum(_fake_ms(m) for m in module)
     return 0.01 + 1e-5 * sum(p.numel() for p in module.parameters())
 
 
@@ -41,7 +44,8 @@ def _fake_ms(module: torch.nn.Module) -> float:
 def fake_timer(monkeypatch):
     """Replace the timers by counters: each part takes _fake_ms, and one part of every
     forward takes SPIKE longer (in turn), so per-part medians miss what whole forwards
-    pay, as they do for real."""
+    pay, as they do for real. calls["chain"] counts timed chains: per reference path one
+    part by part, and one whole for the calibration."""
     calls = {"chain": 0, "models": 0}
 
     def time_chain(modules, x, *, warmup, repeats, now):
@@ -118,11 +122,10 @@ def test_isolated_timing_measures_the_same_parts(monkeypatch):
 
 
 def test_build_for_space_refuses_bad_settings_and_full_tables(real_table):
-    for kwargs, name in [(dict(timing="alone"), "timing"), (dict(calibration="cubic"),
-                         "calibration"), (dict(contexts=0), "contexts"), (dict(repeats=0),
-                         "repeats")]:
+    for name, value in [("timing", "alone"), ("calibration", "cubic"), ("contexts", 0),
+                        ("repeats", 0)]:
         with pytest.raises(ValueError, match=name):
-            LatencyTable().build_for_space(tiny(), **kwargs)
+            LatencyTable().build_for_space(tiny(), **{name: value})
     with pytest.raises(ValueError, match="empty table"):
         real_table.build_for_space(tiny())
 
@@ -142,7 +145,7 @@ def test_calibration_fits_what_the_summed_parts_miss(fake_timer):
     space = tiny()
     t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=2,
                                        calibration="linear")
-    assert fake_timer["chain"] == 24  # 2 sweeps x 12 paths, nothing timed alone
+    assert fake_timer["chain"] == 48  # 2 sweeps x 12 paths, part by part and whole
     cal = t.calibration
     # Per-part medians drop the spike; each whole forward pays it once.
     assert cal["measured_ms"] == pytest.approx([r + SPIKE for r in cal["raw_ms"]])
@@ -151,6 +154,19 @@ def test_calibration_fits_what_the_summed_parts_miss(fake_timer):
     assert t.predict_vector(space, v) == pytest.approx(
         t.predict_vector(space, v, calibrated=False) + SPIKE)
     assert t.predict(space.to_spec(v)) == t.predict_vector(space, v)
+
+
+def test_whole_forwards_are_timed_only_for_a_calibration(fake_timer, monkeypatch):
+    LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1,
+                                   calibration="none")
+    assert fake_timer["chain"] == 12  # part by part only
+    monkeypatch.setattr(latency, "measure_latency", lambda module, shape, **kw: latency._summary(
+        [1.0], repeats=kw["repeats"], warmup=kw["warmup"], input_shape=tuple(shape),
+        device=latency.device_name("cpu"), threads=1))
+    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1,
+                                       timing="isolated")
+    assert fake_timer["chain"] == 24  # whole paths only: the entries were timed alone
+    assert len(t.calibration["vectors"]) == 12 and t.calibration["scale"] != 1
 
 
 def test_fit_calibration_by_hand():
@@ -180,33 +196,36 @@ def test_calibration_survives_save_and_load(fake_timer, tmp_path):
 # --------------------------------------------------------------------------- reuse
 
 
+BUILD = 24  # timed chains of one build with contexts=1: 12 paths, part by part and whole
+
+
 def test_load_or_build_reuses_matching_tables_and_rebuilds_otherwise(fake_timer, tmp_path):
     path = tmp_path / "lut.json"
     settings = dict(threads=1, warmup=0, repeats=3, contexts=1)
     first = load_or_build(path, tiny(), **settings)
-    assert fake_timer["chain"] == 12 and path.exists()
+    assert fake_timer["chain"] == BUILD and path.exists()
 
     again = load_or_build(path, tiny(), **settings)
-    assert fake_timer["chain"] == 12 and again == first  # same metadata: nothing measured
+    assert fake_timer["chain"] == BUILD and again == first  # same metadata: nothing measured
 
     load_or_build(path, tiny(), **{**settings, "threads": 2})
-    assert fake_timer["chain"] == 24
+    assert fake_timer["chain"] == 2 * BUILD
     assert LatencyTable.load(path).meta["threads"] == 2
     load_or_build(path, tiny(), **{**settings, "threads": 2})
-    assert fake_timer["chain"] == 24
+    assert fake_timer["chain"] == 2 * BUILD
 
     load_or_build(path, tiny(input_size=48), **{**settings, "threads": 2})  # resolution
-    assert fake_timer["chain"] == 36 and LatencyTable.load(path).meta["resolution"] == 48
+    assert fake_timer["chain"] == 3 * BUILD and LatencyTable.load(path).meta["resolution"] == 48
 
     data = json.loads(path.read_text())  # a key the space needs is missing
     del data["entries"][next(iter(data["entries"]))]
     path.write_text(json.dumps(data))
     load_or_build(path, tiny(input_size=48), **{**settings, "threads": 2})
-    assert fake_timer["chain"] == 48
+    assert fake_timer["chain"] == 4 * BUILD
 
     path.write_text("{not json")  # unreadable: rebuilt, not trusted
     table = LatencyTable.load_or_build(path, tiny(input_size=48), **{**settings, "threads": 2})
-    assert fake_timer["chain"] == 60 and LatencyTable.load(path) == table
+    assert fake_timer["chain"] == 5 * BUILD and LatencyTable.load(path) == table
 
 
 def test_matches_compares_the_given_settings(fake_timer):
@@ -342,9 +361,9 @@ def test_clock_is_a_table_setting(fake_timer, tmp_path):
     assert t.meta["clock"] == "thread"
     assert all(s.clock == "thread" for s in LatencyTable.load(path).entries.values())
     assert load_or_build(path, tiny(), clock="thread", **settings) == t
-    assert fake_timer["chain"] == 12
+    assert fake_timer["chain"] == BUILD
     load_or_build(path, tiny(), clock="wall", **settings)
-    assert fake_timer["chain"] == 24
+    assert fake_timer["chain"] == 2 * BUILD
     with pytest.raises(ValueError, match="clock"):  # a thread-clock table, a wall report
         lut_report(LatencyTable.load_or_build(path, tiny(), clock="thread", **settings),
                    tiny(), n=3, clock="wall")

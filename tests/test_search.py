@@ -34,7 +34,7 @@ def moga_smoke(tmp_path_factory):
 def test_moga_smoke_writes_every_output(moga_smoke):
     tmp, r = moga_smoke
     run = tmp / "run"
-    for name in ("arch.yaml", "result.json", "pareto.csv", "pareto.png", "lut.json",
+    for name in ("arch.yaml", "result.json", "pareto.csv", "pareto.png", "lut.json", "lut_report.json",
                  "supernet.pt", ".hydra/config.yaml"):
         assert (run / name).is_file(), name
     result = json.loads((run / "result.json").read_text())

@@ -7,7 +7,7 @@ search can score thousands of candidates without building any.
 
 `build` times each part alone. `build_for_space` covers a whole ChainSearchSpace and by
 default times each part inside whole-network forwards of reference paths (a part run
-alone keeps its weights in cache and sums to 10-17 % less than the network takes on this
+alone keeps its weights in cache and sums to 8-16 % less than the network takes on this
 CPU), then fits one scale on those paths' whole-forward times; `lut_report` checks a
 table against whole networks it was not fitted on.
 
@@ -365,7 +365,7 @@ class LatencyTable:
 
     def build(self, specs_or_candidates: Iterable[object], *, batch: int = 1,
               device: torch.device | str = "cpu", threads: int | None = None,
-              warmup: int = 10, repeats: int = 50, clock: str = "wall") -> "LatencyTable":
+              warmup: int = 10, repeats: int = 50, clock: str = "wall") -> LatencyTable:
         """Measure every distinct stem, (block, cin, hw) and head of the given chain specs
         (or candidates with a `.spec`) that the table lacks, each built alone; returns self.
 
@@ -422,20 +422,20 @@ class LatencyTable:
             return self.calibration["scale"] * total + self.calibration["offset_ms"]
         return total
 
-    def predict_vector(self, space: "ChainSearchSpace", vector: Sequence[int], *,
+    def predict_vector(self, space: ChainSearchSpace, vector: Sequence[int], *,
                        calibrated: bool = True) -> float:
         """predict(space.to_spec(vector)): the latency of one decision vector of `space`."""
         return self.predict(space.to_spec(vector), calibrated=calibrated)
 
     # ----------------------------------------------------------------------- search spaces
 
-    def build_for_space(self, space: "ChainSearchSpace", *, batch: int = 1,
+    def build_for_space(self, space: ChainSearchSpace, *, batch: int = 1,
                         device: torch.device | str = "cpu", threads: int | None = None,
                         warmup: int = 10, repeats: int = 50, timing: str = "context",
                         contexts: int = 4, calibration: str = "scale",
                         clock: str = "wall", seed: int = 0,
                         interleave: Callable[[int, int], None] | None = None
-                        ) -> "LatencyTable":
+                        ) -> LatencyTable:
         """Fill this (empty) table with every candidate of every position of `space` at its
         input shape, plus the stem and head (fixed blocks are positions with one candidate).
 
@@ -446,14 +446,16 @@ class LatencyTable:
         consecutive parts. An entry pools its part's times over all the paths it ran in.
         The reason: a part timed alone keeps its weights and input in cache from one
         forward to the next, which it never does inside the network, so isolated entries
-        sum to less than the network takes (about 10 % at 32x32 and 17 % at 224x224 on a
+        sum to less than the network takes (about 8 % at 32x32 and 16 % at 224x224 on a
         2-core EPYC here). timing="isolated" times each part alone (as `build` does).
 
         calibration: "scale" or "linear" fits measured ~ scale * sum (+ offset) over the
-        reference paths, whose whole-forward times are the sums of their boundary
-        readings, and stores it with the paths' vectors so reports can leave them out
-        (see fit_calibration); "none" keeps the plain sum. With timing="isolated" a
-        calibration times the reference paths only for the fit.
+        reference paths, each also timed as one whole forward (read at its ends only, as
+        a network is measured), and stores it with the paths' vectors so reports can
+        leave them out (see fit_calibration); it corrects what summing per-part medians
+        misses (a median is not additive; the boundary readings cost a little). "none"
+        keeps the plain sum. With timing="isolated" a calibration times the reference
+        paths only for the fit.
 
         clock="thread" times with the thread's CPU time (CPU, threads=1; see CLOCKS),
         which keeps other processes on a shared machine out of the entries. `interleave`,
@@ -501,8 +503,9 @@ class LatencyTable:
             if with_paths:
                 gen = torch.Generator().manual_seed(seed)
                 paths = reference_paths(layout, contexts, gen)
-                samples, totals = _time_reference_paths(layout, space.template, paths, batch,
-                                                        dev, warmup, repeats, clock, step)
+                samples, totals = _time_reference_paths(
+                    layout, space.template, paths, batch, dev, warmup, repeats, clock,
+                    per_part=timing == "context", whole=calibration != "none", step=step)
                 if timing == "context":
                     for part in layout.distinct_parts():
                         self.add(part.key, _summary(
@@ -552,23 +555,23 @@ class LatencyTable:
         return True
 
     @classmethod
-    def load_or_build(cls, path: str | os.PathLike, space: "ChainSearchSpace", *,
+    def load_or_build(cls, path: str | os.PathLike, space: ChainSearchSpace, *,
                       batch: int = 1, device: torch.device | str = "cpu",
                       threads: int | None = None, warmup: int = 10, repeats: int = 50,
                       timing: str = "context", contexts: int = 4, calibration: str = "scale",
-                      clock: str = "wall", seed: int = 0) -> "LatencyTable":
+                      clock: str = "wall", seed: int = 0) -> LatencyTable:
         """The table saved at `path` when it matches this machine and these settings (device,
         torch version, threads, batch, warmup, repeats, timing, clock, calibration,
-        resolution) and
-        holds every key `space` needs; otherwise a fresh build_for_space, saved to `path`.
-        An unreadable file is rebuilt (with a warning) rather than trusted."""
+        contexts, resolution) and holds every key `space` needs; otherwise a fresh
+        build_for_space, saved to `path`. An unreadable file is rebuilt (with a warning)
+        rather than trusted."""
         path = Path(path)
         wanted = {"device": device_name(_check_device(device)),
                   "torch_version": torch.__version__,
                   "threads": torch.get_num_threads() if threads is None else threads,
                   "batch": batch, "warmup": warmup, "repeats": repeats, "timing": timing,
-                  "clock": clock, "calibration": calibration, "resolution": space.template.input_size,
-                  "keys": space_layout(space).keys()}
+                  "clock": clock, "calibration": calibration,
+                  "resolution": space.template.input_size, "keys": space_layout(space).keys()}
         if timing == "context" or calibration != "none":
             wanted["contexts"] = contexts
         if path.exists():
@@ -607,7 +610,7 @@ class LatencyTable:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LatencyTable":
+    def load(cls, path: str | os.PathLike) -> LatencyTable:
         """Read a table written by `save`; every error is one line starting with the path."""
         path = Path(path)
         try:
@@ -626,7 +629,7 @@ class LatencyTable:
             raise LatencyTableError(f"{path}: {msg}") from None
 
     @classmethod
-    def _from_dict(cls, data: Any) -> "LatencyTable":
+    def _from_dict(cls, data: Any) -> LatencyTable:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             got = (repr(data.get("format")) if isinstance(data, dict)
                    else f"a JSON {type(data).__name__}")
@@ -704,7 +707,7 @@ class SpaceLayout:
         return {p.key for p in self.distinct_parts()}
 
 
-def space_layout(space: "ChainSearchSpace") -> SpaceLayout:
+def space_layout(space: ChainSearchSpace) -> SpaceLayout:
     """Parts of every candidate of `space` at the template's input size."""
     base = parts(space.to_spec([0] * len(space)))
     positions = []
@@ -787,11 +790,15 @@ def _time_chain(modules: Sequence[nn.Module], x: torch.Tensor, *, warmup: int,
 
 def _time_reference_paths(layout: SpaceLayout, template: ChainSpec, paths: list[list[int]],
                           batch: int, device: torch.device, warmup: int, repeats: int,
-                          clock: str = "wall", step: Callable[[], None] | None = None
+                          clock: str = "wall", *, per_part: bool = True, whole: bool = True,
+                          step: Callable[[], None] | None = None
                           ) -> tuple[dict[str, list[float]], list[float]]:
-    """Time every path part by part (_time_chain): the per-key pooled times, and each
-    path's median whole-forward time. Every (position, candidate) gets its own module, as
-    in a network, so a candidate used at two positions does not find its weights cached."""
+    """Time every path part by part (_time_chain: the per-key pooled times) and/or whole
+    (the parts as one nn.Sequential, read only at its ends: each path's median forward
+    time, measured as a network's is, for the calibration).
+
+    Every (position, candidate) gets its own module, as in a network, so a candidate used
+    at two positions does not find its weights cached."""
     modules: dict[tuple[int, int], nn.Module] = {}
 
     def module(i: int, part: Part) -> nn.Module:
@@ -806,11 +813,16 @@ def _time_reference_paths(layout: SpaceLayout, template: ChainSpec, paths: list[
     totals = []
     for choice in paths:
         chain = layout.path_parts(choice)
-        rows = _time_chain([module(i, p) for i, p in enumerate(chain)], x, warmup=warmup,
-                           repeats=repeats, now=now)
-        for j, part in enumerate(chain):
-            samples.setdefault(part.key, []).extend(row[j] for row in rows)
-        totals.append(statistics.median(sum(row) for row in rows))
+        path = [module(i, p) for i, p in enumerate(chain)]
+        warm = warmup
+        if per_part:
+            rows = _time_chain(path, x, warmup=warm, repeats=repeats, now=now)
+            for j, part in enumerate(chain):
+                samples.setdefault(part.key, []).extend(row[j] for row in rows)
+            warm = min(warmup, 1)  # this path has just run
+        if whole:
+            rows = _time_chain([nn.Sequential(*path)], x, warmup=warm, repeats=repeats, now=now)
+            totals.append(statistics.median(row[0] for row in rows))
         if step is not None:
             step()
     return samples, totals
@@ -878,7 +890,7 @@ def _time_models(models: Sequence[nn.Module], x: torch.Tensor, *, warmup: int, r
     return times
 
 
-def sample_vectors(space: "ChainSearchSpace", n: int, seed: int,
+def sample_vectors(space: ChainSearchSpace, n: int, seed: int,
                    exclude: Iterable[Sequence[int]] = ()) -> tuple[list[list[int]], int]:
     """`n` distinct random decision vectors of `space` drawn with `seed`, none in `exclude`
     (a table's calibration paths); also how many draws were left out for that."""
@@ -906,7 +918,7 @@ class NetworkTimer:
     (build_for_space's `interleave`), so a change of load on a shared machine reaches the
     table and the networks it is checked against alike."""
 
-    def __init__(self, space: "ChainSearchSpace", vectors: Sequence[Sequence[int]], *,
+    def __init__(self, space: ChainSearchSpace, vectors: Sequence[Sequence[int]], *,
                  device: torch.device | str = "cpu", threads: int | None = None,
                  batch: int = 1, warmup: int = 10, clock: str = "wall"):
         from nas.arch.builder import build
@@ -936,7 +948,7 @@ class NetworkTimer:
         self.seconds += time.perf_counter() - start
 
 
-def lut_report(table: LatencyTable, space: "ChainSearchSpace", n: int = 30, seed: int = 0, *,
+def lut_report(table: LatencyTable, space: ChainSearchSpace, n: int = 30, seed: int = 0, *,
                device: torch.device | str | None = None, threads: int | None = None,
                batch: int | None = None, warmup: int | None = None,
                repeats: int | None = None, rounds: int | None = None,
@@ -949,12 +961,12 @@ def lut_report(table: LatencyTable, space: "ChainSearchSpace", n: int = 30, seed
     since a table predicts nothing about other conditions. Each network is built whole
     (build(spec)) and timed round-robin in `rounds` visits (default min(5, repeats); see
     _time_models) until it has `repeats` times; measured = median. A `timer` brings its
-    own architectures and the times it already took (see NetworkTimer).
+    own architectures, settings and the times it already took (see NetworkTimer).
     """
     meta = table.meta
     if timer is not None:
         device, threads, batch, clock = timer.device, timer.threads, timer.batch, timer.clock
-        warmup = timer.warmup if warmup is None else warmup
+        warmup = timer.warmup
     device = meta.get("torch_device", "cpu") if device is None else device
     threads = meta.get("threads") if threads is None else threads
     batch = meta.get("batch", 1) if batch is None else batch

@@ -7,6 +7,7 @@ A decision vector is the paper's gene encoding itself: candidate index = gene =
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from nas.arch.spec import INIT_SCHEMES, ChainSpec
 from nas.arch.zoo.moga import ACTS, moga, moga_layer, moga_skeleton
 from nas.config import ConfigError, check, require
 from nas.cost import count
-from nas.cost.latency import LatencyTable, device_name
+from nas.cost.latency import LatencyTable, lut_report
 from nas.data import make_datamodule
 from nas.files import write_text_atomic
 from nas.methods.fairnas import FairNASModule
@@ -68,11 +69,15 @@ class LutConfig:
     batch: int = 1
     warmup: int = 5
     repeats: int = 20
+    clock: str = "thread"   # CPU time of the timing thread: other processes do not count
+    report_archs: int = 30  # lut_report.json: predicted vs measured on this many networks
 
     def __post_init__(self) -> None:
         for key in ("threads", "batch", "repeats"):
             require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
         require(self.warmup >= 0, "warmup", "an integer >= 0", self.warmup)
+        require(self.clock in ("thread", "wall"), "clock", "'thread' or 'wall'", self.clock)
+        require(self.report_archs >= 0, "report_archs", "an integer >= 0", self.report_archs)
 
 
 OBJECTIVES = ("accuracy", "latency", "params")
@@ -158,22 +163,11 @@ def _train_supernet(module: FairNASModule, train_loader, ctx) -> tuple[float, bo
 
 
 def _latency_table(space: ChainSearchSpace, cfg: LutConfig, path: Path) -> LatencyTable:
-    """Every candidate at its input shape plus stem and head, measured on this machine;
-    a saved table is reused when it was measured with the same settings."""
-    specs = [space.to_spec([g] * len(space)) for g in range(N_CHOICES)]
-    table = LatencyTable()
-    if path.exists():
-        table = LatencyTable.load(path)
-        same = all(table.meta.get(k) == v for k, v in
-                   (("threads", cfg.threads), ("batch", cfg.batch), ("repeats", cfg.repeats),
-                    ("warmup", cfg.warmup), ("torch_version", torch.__version__),
-                    ("device", device_name("cpu"))))
-        if not same:
-            table = LatencyTable()
-    table.build(specs, batch=cfg.batch, threads=cfg.threads, warmup=cfg.warmup,
-                repeats=cfg.repeats)
-    table.save(path)
-    return table
+    """Every candidate at its input shape plus stem and head, timed inside whole-network
+    forwards on this machine; a saved table is reused when it was measured with the same
+    settings (nas.cost.latency.LatencyTable.load_or_build)."""
+    return LatencyTable.load_or_build(path, space, batch=cfg.batch, threads=cfg.threads,
+                                      warmup=cfg.warmup, repeats=cfg.repeats, clock=cfg.clock)
 
 
 def _plot(rows: list[dict], path: Path) -> None:
@@ -226,6 +220,10 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
 
     start = time.time()
     table = _latency_table(space, cfg.lut, run_dir / "lut.json")
+    report = {}
+    if cfg.lut.report_archs:
+        report = lut_report(table, space, n=cfg.lut.report_archs, seed=ctx.seed)
+        write_text_atomic(run_dir / "lut_report.json", json.dumps(report, indent=1) + "\n")
     lut_seconds = time.time() - start
 
     # Fixed scoring batches: the first training batches (sliced to the per-path size) for
@@ -292,7 +290,8 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
         "generations": result.generation, "unique_evaluations": result.n_evals,
         "front_size": len(front), "supernet_seconds": round(train_seconds, 1),
         "lut_seconds": round(lut_seconds, 1), "search_seconds": round(search_seconds, 1),
-        "lut_entries": len(table), "run_dir": str(run_dir),
+        "lut_entries": len(table), "lut_rel_rmse": report.get("rel_rmse"),
+        "lut_kendall_tau": report.get("kendall_tau"), "run_dir": str(run_dir),
     }
     return spec, summary
 
