@@ -58,7 +58,7 @@ def test_tau_b_matches_scipy_on_random_ties():
 TINY = ["--width", "0.25", "--n", "3", "--supernet-epochs", "1", "--supernet-batches", "2",
         "--per-path-batch", "4", "--epochs", "1", "--train-batches", "3", "--batch", "16",
         "--recal-steps", "2", "--score-batches", "1", "--score-batch", "64",
-        "--eval-batches", "1", "--threads", "1"]
+        "--eval-batches", "1", "--standalone-seeds", "2", "--threads", "1"]
 
 
 def _run(*args, cwd):
@@ -79,6 +79,9 @@ def test_rank_fidelity_runs_end_to_end(tmp_path):
         assert len(row["genome"]) == 14
         assert 0.0 <= row["supernet_top1"] <= 1.0 and 0.0 <= row["standalone_top1"] <= 1.0
         assert 1 <= row["supernet_rank"] <= 3 and 1 <= row["standalone_rank"] <= 3
+        assert len(row["standalone_runs"]) == 2
+        assert row["standalone_top1"] == pytest.approx(sum(row["standalone_runs"]) / 2)
+    assert result["standalone_self_tau_b"] is None or -1 <= result["standalone_self_tau_b"] <= 1
     assert result["scoring"] == {"recal_images": 8, "heldout_images": 64}
     assert "Kendall tau-b" in r.stdout
     assert not list(tmp_path.glob("lightning_logs")), "the supernet trainer wrote logs"
