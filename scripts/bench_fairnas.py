@@ -33,20 +33,36 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from nas.arch.spec import INIT_SCHEMES
 from nas.config import check
 from nas.data import make_datamodule
 from nas.methods.fairnas import FairNASModule
-from nas.methods.moga import N_CHOICES, CandidateScorer, moga_space
-from nas.optim import OptimConfig, build_optimizer
+from nas.methods.moga import N_CHOICES, CandidateScorer, MogaConfig, moga_space
+from nas.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def moga_optim() -> OptimConfig:
-    """The supernet optimizer of `method=moga` (conf/method/moga.yaml), so the optimizer
-    step timed here is the one the search makes."""
-    node = OmegaConf.load(REPO / "conf" / "method" / "moga.yaml").optim
-    return check(OptimConfig, node, "optim")
+def demo_setting():
+    """`method=moga` at the default (demo) budget: conf/method/moga.yaml with the overrides of
+    conf/method_budget/moga/demo.yaml, plus the budget's supernet epochs and per-path batch.
+    Read from the configs so the defaults here follow the search when the demo changes."""
+    conf = REPO / "conf"
+    demo = OmegaConf.load(conf / "method_budget" / "moga" / "demo.yaml")
+    method = OmegaConf.merge(OmegaConf.load(conf / "method" / "moga.yaml"),
+                             demo.get("method") or {})
+    budget = demo.get("budget") or {}
+    return (check(MogaConfig, method, "method"), int(budget.get("epochs") or 8),
+            int(budget.get("batch_size") or 16))
+
+
+def init_arg(value: str):
+    """--init: a scheme name, or `official` for the MnasNet-style init (method.init null)."""
+    if value == "official":
+        return None
+    if value not in INIT_SCHEMES:
+        raise argparse.ArgumentTypeError(f"expected official or one of {', '.join(INIT_SCHEMES)}")
+    return value
 
 
 def take(loader, n: int) -> list:
@@ -96,7 +112,7 @@ def bench_step(args, dm, space) -> tuple[float, float, list[float], list[float]]
     train_loader, _ = dm.search_dataloaders()
     batches = take(train_loader, args.repeats + args.warmup)
     torch.manual_seed(0)
-    optim_cfg = moga_optim()
+    optim_cfg = args.optim
     module = FairNASModule(space, optim_cfg, batch_size=args.per_path_batch, seed=0)
     module.train()
     opt, _ = build_optimizer(module.supernet, optim_cfg, batch_size=args.per_path_batch,
@@ -129,7 +145,7 @@ def bench_scoring(args, space) -> tuple[float, list[float]]:
              for x, y in take(train_loader, args.recal_steps)]
     held = list(itertools.islice(held_loader, args.score_batches))
     torch.manual_seed(0)
-    module = FairNASModule(space, moga_optim(), batch_size=args.per_path_batch)
+    module = FairNASModule(space, args.optim, batch_size=args.per_path_batch)
     scorer = CandidateScorer(module.supernet, recal, held, torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
     scorer.accuracy(space.sample(g))  # warm-up
@@ -144,17 +160,26 @@ def bench_scoring(args, space) -> tuple[float, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    demo, _, demo_batch = demo_setting()
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--width", type=float, default=0.5, help="MoGA width multiplier (demo 0.5)")
-    p.add_argument("--stem-stride", type=int, default=2, choices=[1, 2])
-    p.add_argument("--per-path-batch", type=int, default=16, help="images per path (demo 16)")
+    p.add_argument("--width", type=float, default=demo.width,
+                   help="MoGA width multiplier (default: the demo search's, %(default)s)")
+    p.add_argument("--stem-stride", type=int, default=demo.stem_stride, choices=[1, 2],
+                   help="default: the demo search's, %(default)s")
+    p.add_argument("--init", type=init_arg, default=demo.init,
+                   help="weight init of the space: official or one of "
+                        f"{', '.join(INIT_SCHEMES)} (default: the demo search's, %(default)s)")
+    p.add_argument("--per-path-batch", type=int, default=demo_batch,
+                   help="images per path (default: the demo search's, %(default)s)")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats of each measurement")
     p.add_argument("--warmup", type=int, default=1, help="untimed FairNAS/single-path rounds")
     p.add_argument("--max-ratio", type=float, default=1.15,
                    help="FairNAS step / sum of its single-path steps must not exceed this")
-    p.add_argument("--recal-steps", type=int, default=4, help="BN recalibration batches")
-    p.add_argument("--score-batches", type=int, default=2, help="held-out batches scored")
+    p.add_argument("--recal-steps", type=int, default=demo.recalibration_steps,
+                   help="BN recalibration batches (default: the demo search's, %(default)s)")
+    p.add_argument("--score-batches", type=int, default=demo.score_batches or 2,
+                   help="held-out batches scored (default: the demo search's, %(default)s)")
     p.add_argument("--score-batch", type=int, default=256, help="held-out batch size")
     p.add_argument("--archs", type=int, default=8, help="architectures per scoring repeat")
     p.add_argument("--threads", type=int, default=1,
@@ -165,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also print the top ROWS ops of each side (torch.profiler)")
     p.add_argument("--skip-scoring", action="store_true", help="only part (a)")
     args = p.parse_args(argv)
+    args.optim = demo.optim  # the supernet optimizer the search steps
     for key in ("per_path_batch", "repeats", "recal_steps", "score_batches", "score_batch",
                 "archs"):
         if getattr(args, key) < 1:
@@ -175,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*self\.log\(\)")
 
     dm = make_datamodule({"name": "embedded", "batch_size": args.per_path_batch * N_CHOICES})
-    space = moga_space(width=args.width, stem_stride=args.stem_stride,
+    space = moga_space(width=args.width, stem_stride=args.stem_stride, init=args.init,
                        num_classes=dm.num_classes, input_size=dm.input_size)
-    print(f"MoGA space width {args.width}, stem stride {args.stem_stride}, "
+    print(f"MoGA space width {args.width}, stem stride {args.stem_stride}, init "
+          f"{args.init or 'official'}, "
           f"{dm.input_size}x{dm.input_size} embedded MNIST, m = {N_CHOICES} paths x "
           f"{args.per_path_batch} images, torch threads {torch.get_num_threads()}, "
           f"medians of {args.repeats} repeats")

@@ -26,6 +26,7 @@ itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -42,12 +43,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from nas.arch.builder import build
+from nas.arch.spec import INIT_SCHEMES
 from nas.config import check
 from nas.cost import count
 from nas.data import make_datamodule
 from nas.files import write_text_atomic
 from nas.methods.fairnas import FairNASModule
-from nas.methods.moga import N_CHOICES, CandidateScorer, moga_space
+from nas.methods.moga import N_CHOICES, CandidateScorer, MogaConfig, moga_space
 from nas.optim import OptimConfig, build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,10 +80,26 @@ def tau_null_std(n: int) -> float:
     return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n > 1 else float("nan")
 
 
-def moga_optim() -> OptimConfig:
-    """The supernet recipe of `method=moga`, read from conf/method/moga.yaml."""
-    return check(OptimConfig, OmegaConf.load(REPO / "conf" / "method" / "moga.yaml").optim,
-                 "optim")
+def demo_setting():
+    """`method=moga` at the default (demo) budget: conf/method/moga.yaml with the overrides of
+    conf/method_budget/moga/demo.yaml, plus the budget's supernet epochs and per-path batch.
+    Read from the configs so the defaults here follow the search when the demo changes."""
+    conf = REPO / "conf"
+    demo = OmegaConf.load(conf / "method_budget" / "moga" / "demo.yaml")
+    method = OmegaConf.merge(OmegaConf.load(conf / "method" / "moga.yaml"),
+                             demo.get("method") or {})
+    budget = demo.get("budget") or {}
+    return (check(MogaConfig, method, "method"), int(budget.get("epochs") or 8),
+            int(budget.get("batch_size") or 16))
+
+
+def init_arg(value: str):
+    """--init: a scheme name, or `official` for the MnasNet-style init (method.init null)."""
+    if value == "official":
+        return None
+    if value not in INIT_SCHEMES:
+        raise argparse.ArgumentTypeError(f"expected official or one of {', '.join(INIT_SCHEMES)}")
+    return value
 
 
 def quiet_lightning() -> None:
@@ -96,7 +114,7 @@ def train_supernet(space, args, train_loader) -> tuple[torch.nn.Module, float, f
     import pytorch_lightning as pl
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    module = FairNASModule(space, moga_optim(), batch_size=args.per_path_batch, seed=args.seed)
+    module = FairNASModule(space, args.optim, batch_size=args.per_path_batch, seed=args.seed)
     trainer = pl.Trainer(max_epochs=args.supernet_epochs,
                          limit_train_batches=args.supernet_batches or 1.0, limit_val_batches=0,
                          accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -196,6 +214,7 @@ def ranks(values) -> list[int]:
 
 
 def parse(argv):
+    demo, demo_epochs, demo_batch = demo_setting()
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("supernet")
@@ -203,18 +222,27 @@ def parse(argv):
                    help="load this supernet.pt (a state_dict from `python -m nas.search "
                         "method=moga`) instead of training one; give the --width and --stem-stride it was "
                         "trained with (a wrong width is detected, a wrong stem stride is not)")
-    g.add_argument("--width", type=float, default=0.5, help="MoGA width multiplier (demo 0.5)")
-    g.add_argument("--stem-stride", type=int, default=2, choices=[1, 2])
-    g.add_argument("--supernet-epochs", type=int, default=8,
-                   help="FairNAS epochs when training here (demo search: 8)")
+    g.add_argument("--width", type=float, default=demo.width,
+                   help="MoGA width multiplier (default: the demo search's, %(default)s)")
+    g.add_argument("--stem-stride", type=int, default=demo.stem_stride, choices=[1, 2],
+                   help="default: the demo search's, %(default)s")
+    g.add_argument("--init", type=init_arg, default=demo.init,
+                   help="weight init of supernet and stand-alone networks: official or one of "
+                        f"{', '.join(INIT_SCHEMES)} (default: the demo search's, %(default)s)")
+    g.add_argument("--supernet-epochs", type=int, default=demo_epochs,
+                   help="FairNAS epochs when training here (default: the demo search's, "
+                        "%(default)s)")
     g.add_argument("--supernet-batches", type=int, default=None,
                    help="FairNAS steps per epoch (default: the whole training part)")
-    g.add_argument("--per-path-batch", type=int, default=16, help="images per path (demo 16)")
+    g.add_argument("--per-path-batch", type=int, default=demo_batch,
+                   help="images per path (default: the demo search's, %(default)s)")
     g.add_argument("--save-supernet", type=Path, default=None, metavar="PATH",
                    help="write the trained supernet's state_dict here (reusable via --supernet)")
     g = p.add_argument_group("scoring (as the search)")
-    g.add_argument("--recal-steps", type=int, default=4, help="BN recalibration batches")
-    g.add_argument("--score-batches", type=int, default=2, help="held-out batches scored")
+    g.add_argument("--recal-steps", type=int, default=demo.recalibration_steps,
+                   help="BN recalibration batches (default: the demo search's, %(default)s)")
+    g.add_argument("--score-batches", type=int, default=demo.score_batches or 2,
+                   help="held-out batches scored (default: the demo search's, %(default)s)")
     g.add_argument("--score-batch", type=int, default=256, help="held-out batch size")
     g = p.add_argument_group("stand-alone training")
     g.add_argument("--n", type=int, default=8, help="architectures sampled")
@@ -251,6 +279,7 @@ def parse(argv):
         p.error("--n must be at least 2 to rank anything")
     if args.width <= 0 or args.lr <= 0:
         p.error("--width and --lr must be positive")
+    args.optim = demo.optim  # the supernet recipe of the search
     return args
 
 
@@ -265,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         return make_datamodule({"name": "embedded", "batch_size": batch, "seed": args.seed})
 
     fair_dm = data(args.per_path_batch * N_CHOICES)
-    space = moga_space(width=args.width, stem_stride=args.stem_stride,
+    space = moga_space(width=args.width, stem_stride=args.stem_stride, init=args.init,
                        num_classes=fair_dm.num_classes, input_size=fair_dm.input_size)
     fair_train, _ = fair_dm.search_dataloaders()
 
@@ -351,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         "standalone_self_tau_b": None if math.isnan(self_tau) else self_tau,
         "supernet_final_loss": None if math.isnan(supernet_loss) else supernet_loss,
         "n": args.n,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (str(v) if isinstance(v, Path) else
+                         dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                     for k, v in vars(args).items()},
         "scoring": {"recal_images": args.recal_steps * args.per_path_batch,
                     "heldout_images": sum(len(y) for _, y in scorer.eval_batches)},
         "standalone_eval_images": sum(len(y) for _, y in eval_batches),
