@@ -31,38 +31,13 @@ import warnings
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from nas.arch.spec import INIT_SCHEMES
-from nas.config import check
 from nas.data import make_datamodule
 from nas.methods.fairnas import FairNASModule
-from nas.methods.moga import N_CHOICES, CandidateScorer, MogaConfig, moga_space
+from nas.methods.moga import N_CHOICES, CandidateScorer, demo_setting, init_arg, moga_space
 from nas.optim import build_optimizer
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def demo_setting():
-    """`method=moga` at the default (demo) budget: conf/method/moga.yaml with the overrides of
-    conf/method_budget/moga/demo.yaml, plus the budget's supernet epochs and per-path batch.
-    Read from the configs so the defaults here follow the search when the demo changes."""
-    conf = REPO / "conf"
-    demo = OmegaConf.load(conf / "method_budget" / "moga" / "demo.yaml")
-    method = OmegaConf.merge(OmegaConf.load(conf / "method" / "moga.yaml"),
-                             demo.get("method") or {})
-    budget = demo.get("budget") or {}
-    return (check(MogaConfig, method, "method"), int(budget.get("epochs") or 8),
-            int(budget.get("batch_size") or 16))
-
-
-def init_arg(value: str):
-    """--init: a scheme name, or `official` for the MnasNet-style init (method.init null)."""
-    if value == "official":
-        return None
-    if value not in INIT_SCHEMES:
-        raise argparse.ArgumentTypeError(f"expected official or one of {', '.join(INIT_SCHEMES)}")
-    return value
 
 
 def take(loader, n: int) -> list:

@@ -39,67 +39,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from nas.arch.builder import build
 from nas.arch.spec import INIT_SCHEMES
-from nas.config import check
 from nas.cost import count
 from nas.data import make_datamodule
 from nas.files import write_text_atomic
 from nas.methods.fairnas import FairNASModule
-from nas.methods.moga import N_CHOICES, CandidateScorer, MogaConfig, moga_space
+from nas.cost.latency import kendall_tau as kendall_tau_b  # tau-b: ties are common
+from nas.methods.moga import N_CHOICES, CandidateScorer, demo_setting, init_arg, moga_space
 from nas.optim import OptimConfig, build_optimizer
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def kendall_tau_b(x, y) -> float:
-    """Kendall's tau-b of two score lists (ties allowed; nan when either is constant).
-
-    tau_b = (C - D) / sqrt((n0 - tx) (n0 - ty)) over the n0 = n(n-1)/2 pairs, where C and
-    D count concordant and discordant pairs and tx, ty the pairs tied in x or y. Ties in the
-    supernet's top-1 on a few hundred images are common, hence b rather than a.
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"kendall_tau_b: expected two 1-d lists of one length, got "
-                         f"{x.shape} and {y.shape}")
-    i, j = np.triu_indices(len(x), k=1)
-    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-    n0 = len(i)
-    untied_x, untied_y = n0 - int((dx == 0).sum()), n0 - int((dy == 0).sum())
-    if untied_x == 0 or untied_y == 0:
-        return float("nan")
-    return float((dx * dy).sum() / math.sqrt(untied_x * untied_y))
 
 
 def tau_null_std(n: int) -> float:
     """Standard deviation of tau between two unrelated orders of n items (no ties)."""
     return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n > 1 else float("nan")
-
-
-def demo_setting():
-    """`method=moga` at the default (demo) budget: conf/method/moga.yaml with the overrides of
-    conf/method_budget/moga/demo.yaml, plus the budget's supernet epochs and per-path batch.
-    Read from the configs so the defaults here follow the search when the demo changes."""
-    conf = REPO / "conf"
-    demo = OmegaConf.load(conf / "method_budget" / "moga" / "demo.yaml")
-    method = OmegaConf.merge(OmegaConf.load(conf / "method" / "moga.yaml"),
-                             demo.get("method") or {})
-    budget = demo.get("budget") or {}
-    return (check(MogaConfig, method, "method"), int(budget.get("epochs") or 8),
-            int(budget.get("batch_size") or 16))
-
-
-def init_arg(value: str):
-    """--init: a scheme name, or `official` for the MnasNet-style init (method.init null)."""
-    if value == "official":
-        return None
-    if value not in INIT_SCHEMES:
-        raise argparse.ArgumentTypeError(f"expected official or one of {', '.join(INIT_SCHEMES)}")
-    return value
 
 
 def quiet_lightning() -> None:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import time
+from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -17,6 +18,7 @@ from typing import Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pytorch_lightning import seed_everything
 from pytorch_lightning.loggers import CSVLogger
@@ -302,3 +304,28 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         lines.append(f"{'-'.join(map(str, r['genome']))},{r['accuracy']:.6f},"
                      f"{r['latency_ms']:.4f},{r['params']},{r['macs']},{r['rank']}")
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------- scripts
+
+
+def demo_setting():
+    """`method=moga` at the default (demo) budget: conf/method/moga.yaml with the overrides of
+    conf/method_budget/moga/demo.yaml, plus the budget's supernet epochs and per-path batch.
+    Read from the configs so the defaults here follow the search when the demo changes."""
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    demo = OmegaConf.load(conf / "method_budget" / "moga" / "demo.yaml")
+    method = OmegaConf.merge(OmegaConf.load(conf / "method" / "moga.yaml"),
+                             demo.get("method") or {})
+    budget = demo.get("budget") or {}
+    return (check(MogaConfig, method, "method"), int(budget.get("epochs") or 8),
+            int(budget.get("batch_size") or 16))
+
+
+def init_arg(value: str) -> Optional[str]:
+    """--init: a scheme name, or `official` for the MnasNet-style init (method.init null)."""
+    if value == "official":
+        return None
+    if value not in INIT_SCHEMES:
+        raise ArgumentTypeError(f"expected official or one of {', '.join(INIT_SCHEMES)}")
+    return value
