@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,36 @@ def test_bad_method_config_is_one_line(tmp_path):
     r = _run("nas.search", tmp_path, "method=moga", "budget=smoke",
              "method.objectives=[latency,accuracy]")
     assert r.returncode == 2 and "method.objectives" in r.stderr
+
+
+def test_resume_dir_reuses_finished_stages_and_ends_with_the_same_result(moga_smoke, tmp_path):
+    tmp, _ = moga_smoke
+    run = tmp_path / "killed"
+    shutil.copytree(tmp / "run", run)
+    for name in ("arch.yaml", "result.json", "pareto.csv", "pareto.png"):
+        (run / name).unlink()
+    shutil.rmtree(run / "front")
+    lut_mtime = (run / "lut.json").stat().st_mtime_ns
+    r = _run("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"Resuming the search in {run}" in r.stdout
+    before = json.loads((tmp / "run" / "result.json").read_text())
+    after = json.loads((run / "result.json").read_text())
+    assert after["supernet_seconds"] == 0.0  # the saved supernet was loaded, not retrained
+    assert (run / "lut.json").stat().st_mtime_ns == lut_mtime
+    for key in ("genome", "accuracy", "latency_ms", "params", "generations"):
+        assert after[key] == before[key], key
+    assert (run / "pareto.csv").read_text() == (tmp / "run" / "pareto.csv").read_text()
+
+
+def test_bad_resume_dir_is_one_line(moga_smoke, tmp_path):
+    r = _run("nas.search", tmp_path, f"resume_dir={tmp_path / 'nope'}")
+    assert r.returncode == 2 and "error: resume_dir:" in r.stderr and "nope" in r.stderr
+    tmp, _ = moga_smoke
+    run = tmp_path / "corrupt"
+    shutil.copytree(tmp / "run", run)
+    (run / "supernet.pt").write_bytes(b"not a checkpoint")
+    before = (run / "result.json").read_text()
+    r = _run("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
+    assert r.returncode == 2 and "supernet.pt: not a supernet" in r.stderr.strip().splitlines()[-1]
+    assert (run / "result.json").read_text() == before  # earlier output kept

@@ -30,7 +30,7 @@ from nas.config import ConfigError, check, require
 from nas.cost import count
 from nas.cost.latency import LatencyTable, lut_report
 from nas.data import make_datamodule
-from nas.files import write_text_atomic
+from nas.files import write_atomic, write_text_atomic
 from nas.methods.fairnas import FairNASModule
 from nas.optim import OptimConfig
 from nas.search.nsga import NSGAConfig, run_nsga
@@ -164,6 +164,17 @@ def _train_supernet(module: FairNASModule, train_loader, ctx) -> tuple[float, bo
     return time.time() - start, trainer.is_global_zero
 
 
+def _load_supernet(supernet: ChainSupernet, path: Path) -> None:
+    """Weights of a finished supernet training (read with weights_only=True)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        supernet.load_state_dict(state)
+    except Exception as e:  # unpickling errors, missing keys, size mismatches
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: not a supernet of this search space ({first}); "
+                          f"remove it to retrain") from None
+
+
 def _latency_table(space: ChainSearchSpace, cfg: LutConfig, path: Path) -> LatencyTable:
     """Every candidate at its input shape plus stem and head, timed inside whole-network
     forwards on this machine; a saved table is reused when it was measured with the same
@@ -213,12 +224,17 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     seed_everything(ctx.seed, workers=True, verbose=False)
     module = FairNASModule(space, cfg.optim, batch_size=per_path, seed=ctx.seed,
                            same_batch=cfg.same_batch)
-    train_seconds, rank_zero = _train_supernet(module, train_loader, ctx)
-    if not rank_zero:
-        return space.template, {"rank_zero": False}
     run_dir = ctx.run_dir
+    saved = run_dir / "supernet.pt"
+    if saved.is_file():  # a resumed run whose supernet finished training
+        _load_supernet(module.supernet, saved)
+        train_seconds = 0.0
+    else:
+        train_seconds, rank_zero = _train_supernet(module, train_loader, ctx)
+        if not rank_zero:
+            return space.template, {"rank_zero": False}
+        write_atomic(saved, lambda f: torch.save(module.supernet.state_dict(), f), binary=True)
     supernet = module.supernet.cpu()
-    torch.save(supernet.state_dict(), run_dir / "supernet.pt")
 
     start = time.time()
     table = _latency_table(space, cfg.lut, run_dir / "lut.json")
@@ -229,7 +245,10 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     lut_seconds = time.time() - start
 
     # Fixed scoring batches: the first training batches (sliced to the per-path size) for
-    # BN recalibration, the held-out split for accuracy.
+    # BN recalibration, the held-out split for accuracy. Fresh loaders and a reseeded
+    # augmentation make them the same whether the supernet was trained or loaded (resume).
+    seed_everything(ctx.seed, workers=True, verbose=False)
+    train_loader, heldout_loader = datamodule.search_dataloaders()
     recal = [(x[:per_path], y[:per_path]) for x, y in
              _collect(train_loader, cfg.recalibration_steps)]
     scorer = CandidateScorer(supernet, recal, _collect(heldout_loader, cfg.score_batches),

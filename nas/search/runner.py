@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nas.arch import io
 from nas.config import ConfigError, check
@@ -47,7 +47,34 @@ def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+# What a resumed search takes from the saved run: everything that decides its result. The
+# trainer and logger groups come from the resuming command (devices, progress bar, ...).
+RESUMED_KEYS = ("method", "data", "budget", "seed")
+
+
+def resumed_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, str]:
+    """The config of the search saved in `run_dir`, and its data choice, for `resume_dir=`."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not run_dir.is_dir() or not saved.is_file():
+        raise ConfigError(f"resume_dir: {run_dir} is not a search run directory "
+                          f"(expected {saved} written by an earlier nas.search run)")
+    old = OmegaConf.load(saved)
+    merged = OmegaConf.merge(cfg, {k: old[k] for k in RESUMED_KEYS if k in old})
+    choices = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices \
+        if (run_dir / ".hydra" / "hydra.yaml").is_file() else {}
+    return merged, choices.get("data", "embedded")
+
+
 def search(cfg: DictConfig) -> dict:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    data_choice = hydra_cfg.runtime.choices.get("data", "embedded")
+    if cfg.get("resume_dir"):
+        # Continue the earlier run in its own directory: finished stages are reused
+        # (supernet.pt, lut.json) and the evolutionary search resumes from nsga_state.pkl.
+        run_dir = Path(cfg.resume_dir)
+        cfg, data_choice = resumed_config(cfg, run_dir)
+        print(f"Resuming the search in {run_dir}")
     name = cfg.method.get("name")
     if name not in METHODS:
         raise ConfigError(f"method.name: expected one of {', '.join(METHODS)}, got {name!r}")
@@ -58,10 +85,8 @@ def search(cfg: DictConfig) -> dict:
     if budget.batch_size is not None:
         data = dataclasses.replace(data, batch_size=budget.batch_size,
                                    eval_batch_size=max(budget.batch_size, data.eval_batch_size))
-    hydra_cfg = HydraConfig.get()
-    ctx = SearchContext(run_dir=Path(hydra_cfg.runtime.output_dir), data=data, budget=budget,
-                        trainer=trainer, logger=logger, seed=int(cfg.get("seed", 0)),
-                        data_choice=hydra_cfg.runtime.choices.get("data", "embedded"))
+    ctx = SearchContext(run_dir=run_dir, data=data, budget=budget, trainer=trainer,
+                        logger=logger, seed=int(cfg.get("seed", 0)), data_choice=data_choice)
     module, fn = METHODS[name].split(":")
     spec, result = getattr(importlib.import_module(module), fn)(cfg.method, ctx)
     if not result.get("rank_zero", True):
