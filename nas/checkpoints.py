@@ -57,6 +57,18 @@ def check_resume(path: str | Path, spec: ArchSpec) -> None:
             f"resume with the same arch and data")
 
 
+def load_weights(path: str | Path, spec: ArchSpec) -> dict:
+    """The model weights of a checkpoint of architecture `spec` (for `weights=`: fine-tuning
+    or evaluating a searched network, e.g. AtomNAS's model.ckpt)."""
+    ckpt = read_checkpoint(path)
+    stored = checkpoint_spec(ckpt, path)
+    if stored != spec:
+        raise CheckpointError(f"{path}: checkpoint holds architecture {stored.name!r}, but this "
+                              f"run builds {spec.name!r}; pass the arch.yaml saved beside it")
+    prefix = "model."
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
 def load_model(path: str | Path) -> tuple[nn.Module, ArchSpec]:
     """Rebuild the network from a checkpoint alone (its stored spec and weights; the EMA
     weights where the run used an EMA)."""

@@ -25,7 +25,7 @@ from nas.arch import io
 from nas.arch.config import spec_from_config
 from nas.arch.spec import SpecError
 from nas.arch.zoo import UnknownArch
-from nas.checkpoints import CheckpointError, check_resume
+from nas.checkpoints import CheckpointError, check_resume, load_weights
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import ConfigError, check, require
 from nas.data import DataError, data_config, make_datamodule
@@ -106,12 +106,19 @@ class RunConfig:
     ckpt_path: Any = None
     bn_recalibration_steps: int = 0
     export_onnx: bool = True
+    weights: Any = None          # a nas checkpoint whose weights start this run (fine-tuning)
+    evaluate_only: bool = False  # no training: evaluate the (loaded) weights on val and test
 
     def __post_init__(self) -> None:
         require(self.bn_recalibration_steps >= 0, "bn_recalibration_steps", "an integer >= 0",
                 self.bn_recalibration_steps)
         require(self.ckpt_path is None or isinstance(self.ckpt_path, str), "ckpt_path",
                 "null or a checkpoint path", self.ckpt_path)
+        require(self.weights is None or isinstance(self.weights, str), "weights",
+                "null or a checkpoint path", self.weights)
+        require(not (self.weights and self.ckpt_path), "weights",
+                "null when ckpt_path resumes a run (a resumed run has its own weights)",
+                self.weights)
 
 
 def _run_dir() -> Path:
@@ -131,8 +138,8 @@ def _loggers(cfg: LoggerConfig, run_dir: Path, name: str) -> list:
 
 def train(cfg: DictConfig) -> dict:
     """Check every group, train, evaluate, export; returns the metrics written to metrics.json."""
-    run = check(RunConfig, {k: cfg.get(k) for k in ("seed", "ckpt_path",
-                                                    "bn_recalibration_steps", "export_onnx")},
+    run = check(RunConfig, {k: cfg.get(k) for k in ("seed", "ckpt_path", "bn_recalibration_steps",
+                                                    "export_onnx", "weights", "evaluate_only")},
                 "run")
     budget = check(BudgetConfig, cfg.budget, "budget")
     trainer_cfg = check(TrainerConfig, cfg.trainer, "trainer")
@@ -149,15 +156,23 @@ def train(cfg: DictConfig) -> dict:
         spec = dataclasses.replace(spec, in_channels=datamodule.in_channels)
     if run.ckpt_path:
         check_resume(run.ckpt_path, spec)
-    return _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim)
+    weights = load_weights(run.weights, spec) if run.weights else None
+    return _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim, weights)
 
 
-def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim) -> dict:
+def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim,
+         weights=None) -> dict:
     run_dir = _run_dir()
     pl.seed_everything(run.seed, workers=True, verbose=False)
     module = ClassifierModule(spec, optim, batch_size=datamodule.batch_size,
                               bn_recalibration_steps=run.bn_recalibration_steps,
                               drop_path_ramp=getattr(spec, "family", "") == "cell")
+    if weights is not None:
+        try:
+            module.model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(f"{run.weights}: weights do not fit the architecture "
+                                  f"({str(e).splitlines()[0][:160]})") from None
     log.info("%s: %s params, %.2f M MACs%s at %dx%d, %d classes", spec.name,
              f"{module.cost.params:,}", module.cost.macs / 1e6,
              f" + {module.cost.extra_macs / 1e6:.2f} M matmul" if module.cost.extra_macs else "",
@@ -166,7 +181,7 @@ def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim) -> 
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
                            save_last=True, auto_insert_metric_name=False)
     callbacks: list = [best]
-    if optim.ema_decay:
+    if optim.ema_decay and not run.evaluate_only:
         callbacks.append(TFEMA(optim.ema_decay))
     sync_bn = trainer_cfg.sync_batchnorm
     if sync_bn and (trainer_cfg.accelerator == "cpu" or not torch.cuda.is_available()):
@@ -198,7 +213,8 @@ def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim) -> 
                                 "extra_macs": module.cost.extra_macs,
                                 "config": OmegaConf.to_container(cfg, resolve=True)})
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)
+    if not run.evaluate_only:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)
     fit_seconds = time.time() - start
     # The module now holds the final weights (the EMA average where the recipe uses one).
     final_val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
@@ -215,7 +231,7 @@ def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim) -> 
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 2), "run_dir": str(run_dir),
         "best_checkpoint": best.best_model_path or None,
-        "last_checkpoint": str(ckpt_dir / "last.ckpt"),
+        "last_checkpoint": None if run.evaluate_only else str(ckpt_dir / "last.ckpt"),
     }
     if run.export_onnx:
         shape = (2, spec.in_channels, spec.input_size, spec.input_size)
@@ -234,8 +250,9 @@ def _summary(m: dict) -> None:
         f"final val top-1 {pct(m['final_val_top1'])}   test top-1 {pct(m['test_top1'])}",
         f"time            {m['fit_seconds']:.1f} s, {m['epochs']} epochs, {m['global_step']} steps",
         f"run directory   {m['run_dir']}",
-        f"checkpoints     {m['best_checkpoint']}  (and last.ckpt)",
     ]
+    if m["last_checkpoint"]:
+        lines.append(f"checkpoints     {m['best_checkpoint']}  (and last.ckpt)")
     if "onnx" in m:
         lines.append(f"onnx            {m['onnx']['path']} (parity max |diff| "
                      f"{m['onnx']['max_abs_diff']:.1e})")

@@ -21,7 +21,7 @@ from nas.training import BudgetConfig, LoggerConfig, TrainerConfig
 
 # method name -> "module:function"; the function takes (method cfg, SearchContext) and
 # returns (ArchSpec, result dict).
-METHODS = {"moga": "nas.methods.moga:search"}
+METHODS = {"moga": "nas.methods.moga:search", "atomnas": "nas.methods.atomnas:search"}
 
 
 @dataclass
@@ -95,6 +95,13 @@ def search(cfg: DictConfig) -> dict:
     io.save(spec, arch_path)
     result["arch_yaml"] = str(arch_path)
     result["train_command"] = train_command(arch_path.resolve(), ctx.data_choice, data)
+    if result.get("model_ckpt"):  # a method whose result is already trained (AtomNAS)
+        weights = shlex.quote(str(Path(result["model_ckpt"]).resolve()))
+        result["evaluate_command"] = (f"{result['train_command']} weights={weights} "
+                                      f"evaluate_only=true")
     write_text_atomic(ctx.run_dir / "result.json", json.dumps(result, indent=1) + "\n")
     print(f"\nTrain the selected architecture:\n  {result['train_command']}\n")
+    if "evaluate_command" in result:
+        print(f"Evaluate (or, without evaluate_only, fine-tune) its trained weights:\n"
+              f"  {result['evaluate_command']}\n")
     return result

@@ -6,6 +6,7 @@ from functools import partial
 
 from nas.arch.spec import (BatchNormSpec, ChainSpec, ConvSpec, HeadSpec, MixedKernelSpec,
                            SESpec)
+from nas.arch.widths import make_divisible
 from nas.arch.zoo.registry import ZooEntry, register
 
 KERNELS = [3, 5, 7]
@@ -32,17 +33,21 @@ STEM = {"a": 16, "b": 32, "c": 32}
 
 
 def _chain(stem: int, hidden_rows: list, *, plus: bool, num_classes: int, input_size: int,
-           name: str) -> ChainSpec:
-    """Stem, the fixed t=1 k3 block to 16 channels, then one mixed-kernel block per row."""
+           name: str, first_out: int = 16, outs: list[int] | None = None, stem_stride: int = 2,
+           head: int = 1280) -> ChainSpec:
+    """Stem, the fixed t=1 k3 block to `first_out` channels, then one mixed-kernel block per
+    row (output channels `outs`, LAYOUT's by default)."""
     act = "swish" if plus else "relu"
+    outs = [out for out, _ in LAYOUT] if outs is None else outs
 
     def se(cin: int) -> SESpec | None:
         return SESpec(reduce=round(cin * 0.5), act=act, gate="sigmoid") if plus else None
 
-    blocks = [MixedKernelSpec(out=16, stride=1, kernels=[3], hidden=[stem], expand=False,
-                              act=act, se=se(stem), residual="identity" if stem == 16 else "none")]
-    cin = 16
-    for (out, stride), hidden in zip(LAYOUT, hidden_rows):
+    blocks = [MixedKernelSpec(out=first_out, stride=1, kernels=[3], hidden=[stem], expand=False,
+                              act=act, se=se(stem),
+                              residual="identity" if stem == first_out else "none")]
+    cin = first_out
+    for out, (_, stride), hidden in zip(outs, LAYOUT, hidden_rows):
         blocks.append(MixedKernelSpec(
             out=out, stride=stride, kernels=list(KERNELS), hidden=list(hidden), expand=True,
             act=act, se=se(cin), residual="identity" if stride == 1 and cin == out else "none"))
@@ -50,8 +55,8 @@ def _chain(stem: int, hidden_rows: list, *, plus: bool, num_classes: int, input_
     return ChainSpec(
         name=name, num_classes=num_classes, input_size=input_size,
         bn=BatchNormSpec(eps=1e-3, momentum=0.01), init="tf_mnas",
-        stem=ConvSpec(out=stem, kernel=3, stride=2, act=act), blocks=blocks,
-        head=HeadSpec(pre_pool=[ConvSpec(out=1280, act=act)], dropout=0.28 if plus else 0.2,
+        stem=ConvSpec(out=stem, kernel=3, stride=stem_stride, act=act), blocks=blocks,
+        head=HeadSpec(pre_pool=[ConvSpec(out=head, act=act)], dropout=0.28 if plus else 0.2,
                       classifier="linear"))
 
 
@@ -67,12 +72,24 @@ def atomnas(variant: str, plus: bool = False, *, num_classes: int = 1000, input_
                   name=name or f"atomnas_{variant}{'_plus' if plus else ''}")
 
 
-def atomnas_supernet(stem: int = 32, *, num_classes: int = 1000, input_size: int = 224) -> ChainSpec:
+def atomnas_supernet(stem: int = 32, *, num_classes: int = 1000, input_size: int = 224,
+                     width: float = 1.0, stem_stride: int = 2) -> ChainSpec:
     """The AtomNAS search supernet as a spec: every searchable block holds 6 * C_in atoms per
-    kernel 3/5/7 (1,520,973,056 MACs with stem 32, the paper's 1521 M)."""
-    ins = [16] + [out for out, _ in LAYOUT[:-1]]
-    return _chain(stem, [(6 * c,) * 3 for c in ins], plus=False, num_classes=num_classes,
-                  input_size=input_size, name="atomnas_supernet")
+    kernel 3/5/7 (1,520,973,056 MACs with stem 32, the paper's 1521 M).
+
+    `width` scales the stem and every block's output with make_divisible(c * width, 8), as
+    MobileNetV2 does, so small proxy supernets keep the same topology; the 1280 head is only
+    scaled above 1.0. `stem_stride` 1 is the CIFAR-style stem for 32x32 inputs (without it the
+    last stage would run at 1x1).
+    """
+    stem_ch = make_divisible(stem * width, 8)
+    first_out = make_divisible(16 * width, 8)
+    outs = [make_divisible(out * width, 8) for out, _ in LAYOUT]
+    ins = [first_out] + outs[:-1]
+    return _chain(stem_ch, [(6 * c,) * 3 for c in ins], plus=False, num_classes=num_classes,
+                  input_size=input_size, name="atomnas_supernet", first_out=first_out,
+                  outs=outs, stem_stride=stem_stride,
+                  head=make_divisible(1280 * max(1.0, width), 8))
 
 
 _PUBLISHED = {  # paper params are conv/linear only (params_nobn)

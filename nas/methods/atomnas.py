@@ -1,0 +1,386 @@
+"""AtomNAS: search and train in one run (specs 1.5, 2.4).
+
+The supernet's mixed blocks hold 6 x C_in atoms per kernel 3/5/7. Training minimises
+cross-entropy plus rho(step) * sum_i c_i |alpha_i| over the BN scales after the depthwise
+convs (one per atom), c_i the atom's cost over the mean atom cost; after each validation
+the atoms whose scale and EMA scale are both below the threshold are removed physically
+once their MACs reach the shrink threshold (nas.supernet.shrink). Evaluation uses the
+weight EMA with recalibrated BN statistics; the final network needs no retraining.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import csv
+import io as _io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from nas.arch import io
+from nas.arch.builder import build
+from nas.arch.spec import INIT_SCHEMES, ChainSpec
+from nas.arch.zoo.atomnas import KERNELS, atomnas_supernet
+from nas.checkpoints import CheckpointError
+from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
+from nas.config import check, require
+from nas.cost import count
+from nas.data import make_datamodule
+from nas.files import write_atomic, write_text_atomic
+from nas.optim import OptimConfig
+from nas.supernet.atoms import (atom_groups, dead_atoms, dead_macs, ema_decay_for_batch,
+                                importance, keep_masks, penalty, penalty_normaliser,
+                                penalty_weights, rho)
+from nas.supernet.bn import recalibrate_bn
+from nas.supernet.shrink import shrink_chain
+
+log = logging.getLogger(__name__)
+
+SUPERNET_MACS_224 = 1_520_973_056  # the paper's 1521 M; the reference for the shrink threshold
+PENALTIES = ("mean", "sum", "equal")
+
+
+def _paper_optim() -> OptimConfig:
+    return OptimConfig(name="rmsprop_tf", lr=0.016, lr_reference_batch=256, momentum=0.9,
+                       alpha=0.9, eps=1e-3, weight_decay=1e-5,
+                       no_weight_decay_on_bn_and_bias=True, schedule="step_exp",
+                       warmup_epochs=5.0, warmup_start_factor=None, decay_rate=0.97,
+                       decay_epochs=2.4, label_smoothing=0.1, ema_decay=0.9999)
+
+
+@dataclass
+class AtomNASConfig:
+    name: str = "atomnas"
+    lam: float = 1.8e-4                 # A 1.8e-4, B 1.2e-4, C 1.0e-4
+    lam_scale: float = 1.0              # rho = lam * lam_scale (short runs: see the demo budget)
+    penalty: str = "mean"               # mean (code) | sum (paper Eq. 6) | equal (Table 2)
+    lam_warmup_fraction: float = 25 / 350
+    stem: int = 32
+    width: float = 1.0
+    stem_stride: int = 2
+    init: Optional[str] = None          # null: the official MnasNet-style init
+    dropout: float = 0.2
+    ema_reference_batch: int = 4096     # optim.ema_decay is defined at this batch size
+    dead_threshold: float = 1e-3
+    shrink_delta_macs: Optional[float] = None  # null: 1e6 x supernet MACs / 1521 M
+    recalibration_steps: int = 10
+    final_recalibration_steps: int = 256
+    optim: OptimConfig = field(default_factory=_paper_optim)
+
+    def __post_init__(self) -> None:
+        require(self.lam >= 0, "lam", "a number >= 0", self.lam)
+        require(self.lam_scale > 0, "lam_scale", "a positive number", self.lam_scale)
+        require(self.penalty in PENALTIES, "penalty", f"one of {', '.join(PENALTIES)}",
+                self.penalty)
+        require(0 <= self.lam_warmup_fraction <= 1, "lam_warmup_fraction",
+                "a fraction in [0, 1]", self.lam_warmup_fraction)
+        require(self.stem >= 1, "stem", "an integer >= 1", self.stem)
+        require(self.width > 0, "width", "a positive multiplier", self.width)
+        require(self.stem_stride in (1, 2), "stem_stride", "1 or 2", self.stem_stride)
+        require(self.init in (None, *INIT_SCHEMES), "init", f"null or one of {INIT_SCHEMES}",
+                self.init)
+        require(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)", self.dropout)
+        require(self.ema_reference_batch >= 1, "ema_reference_batch", "an integer >= 1",
+                self.ema_reference_batch)
+        require(self.dead_threshold >= 0, "dead_threshold", "a number >= 0",
+                self.dead_threshold)
+        require(self.shrink_delta_macs is None or self.shrink_delta_macs >= 0,
+                "shrink_delta_macs", "null or a number >= 0", self.shrink_delta_macs)
+        for key in ("recalibration_steps", "final_recalibration_steps"):
+            require(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
+        require(self.optim.ema_decay is not None and 0 < self.optim.ema_decay < 1,
+                "optim.ema_decay", "a decay in (0, 1): AtomNAS needs the weight EMA",
+                self.optim.ema_decay)
+
+
+def supernet_spec(cfg: AtomNASConfig, *, num_classes: int, input_size: int,
+                  in_channels: int) -> ChainSpec:
+    spec = atomnas_supernet(cfg.stem, width=cfg.width, stem_stride=cfg.stem_stride,
+                            num_classes=num_classes, input_size=input_size)
+    head = dataclasses.replace(spec.head, dropout=cfg.dropout)
+    return dataclasses.replace(spec, head=head, in_channels=in_channels,
+                               init=cfg.init or spec.init)
+
+
+class AtomNASModule(ClassifierModule):
+    """The supernet trained with the resource-aware penalty; shrinks itself after validations.
+
+    `self.spec` is always the current architecture; `ema_model` is the weight EMA (its BN
+    scales are the importance-factor momentum), evaluated after BN recalibration.
+    """
+
+    def __init__(self, spec: ChainSpec, cfg: AtomNASConfig, *, batch_size: int):
+        super().__init__(spec, cfg.optim, batch_size=batch_size,
+                         bn_recalibration_steps=cfg.recalibration_steps)
+        self.cfg = cfg
+        self.supernet_spec = spec
+        self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+        self.ema_decay = ema_decay_for_batch(cfg.optim.ema_decay, batch_size,
+                                             cfg.ema_reference_batch)
+        self.groups = atom_groups(spec)
+        # Fixed from the supernet: shrinking removes atoms but not the scale of the penalty.
+        self.normaliser = penalty_normaliser(self.groups, cfg.penalty)
+        self.weights = penalty_weights(self.groups, cfg.penalty, self.normaliser)
+        self.shrink_delta = (cfg.shrink_delta_macs if cfg.shrink_delta_macs is not None
+                             else 1e6 * count(spec).macs / SUPERNET_MACS_224)
+        self.lam = cfg.lam * cfg.lam_scale
+        self.history: list[dict] = []
+        self.warmup_steps = 0
+
+    # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        self.warmup_steps = round(self.cfg.lam_warmup_fraction
+                                  * self.trainer.estimated_stepping_batches)
+        if not self.history:
+            self._record(shrunk=False, dead=0)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        ce = self.criterion(self.model(x), y)
+        r = rho(self.global_step, self.lam, self.warmup_steps)
+        pen = penalty(self.model, self.groups, self.weights)
+        loss = ce + r * pen
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite training loss ({loss.item()}) at step "
+                                f"{self.global_step}; lower method.optim.lr or method.lam")
+        n = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/ce", ce, batch_size=n)
+        self.log("train/penalty", pen, batch_size=n)
+        self.log("train/rho", r, batch_size=n)
+        return loss
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # TF's ExponentialMovingAverage(num_updates=step): the decay is capped at
+        # (1 + n) / (10 + n), so short runs average recent weights (nas.ema).
+        n = self.global_step
+        d = min(self.ema_decay, (1.0 + n) / (10.0 + n))
+        for e, p in zip(self.ema_model.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), 1.0 - d)
+        for e, b in zip(self.ema_model.buffers(), self.model.buffers()):
+            if e.is_floating_point():
+                e.lerp_(b, 1.0 - d)
+            else:
+                e.copy_(b)
+
+    # ------------------------------------------------------------------ evaluation (EMA)
+    def _recalibrate(self) -> None:
+        if self.bn_recalibration_steps <= 0 or self.trainer.datamodule is None:
+            return
+        loader = self.trainer.datamodule.train_dataloader()
+        recalibrate_bn(self.ema_model, loader, self.bn_recalibration_steps, self.device)
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        x, y = batch
+        self.ema_model.eval()
+        logits = self.ema_model(x)
+        self.log(f"{stage}/loss", self.criterion(logits, y), batch_size=x.shape[0], sync_dist=True)
+        for k in (1, 5):
+            metric = self.metrics[f"{stage}_top{k}"]
+            metric(logits, y)
+            self.log(f"{stage}/top{k}", metric, prog_bar=k == 1, batch_size=x.shape[0])
+
+    # ------------------------------------------------------------------ shrinkage
+    def on_validation_epoch_end(self) -> None:
+        """Dynamic network shrinkage, once per epoch after validation (official code)."""
+        t = self.trainer
+        if t.sanity_checking or t.state.fn != "fit":
+            return
+        last = self.current_epoch >= (t.max_epochs or 1) - 1
+        alpha_ema = importance(self.ema_model, self.groups)
+        # At the end only the EMA decides (official); otherwise both must be small.
+        alpha = None if last else importance(self.model, self.groups)
+        dead = dead_atoms(alpha, alpha_ema, self.cfg.dead_threshold)
+        macs = dead_macs(self.groups, dead)
+        shrink = macs > 0 and (macs >= self.shrink_delta or last)
+        if shrink:
+            self.shrink(keep_masks(self.spec, self.groups, dead,
+                                   alpha if alpha is not None else alpha_ema))
+        self._record(shrunk=shrink, dead=macs)
+
+    def shrink(self, keep: dict) -> None:
+        """Remove atoms from the model, its EMA and the optimizer state."""
+        if not keep:
+            return
+        old = self.spec
+        opts = [self.optimizers(use_pl_optimizer=False)] if self._trainer is not None else []
+        before = time.time()
+        new = shrink_chain(self.model, old, keep, optimizers=opts)
+        shrink_chain(self.ema_model, old, keep)
+        self._set_spec(new)
+        log.info("shrink at epoch %d: %.2f M -> %.2f M MACs (%.2f s)", self.current_epoch,
+                 count(old).macs / 1e6, self.cost.macs / 1e6, time.time() - before)
+
+    def _set_spec(self, spec: ChainSpec) -> None:
+        self.spec = spec
+        self.model.spec = spec
+        self.ema_model.spec = spec
+        self.cost = count(spec)
+        self.groups = atom_groups(spec)
+        self.weights = penalty_weights(self.groups, self.cfg.penalty, self.normaliser)
+
+    def _record(self, *, shrunk: bool, dead: int) -> None:
+        self.history.append({
+            "epoch": self.current_epoch, "step": self.global_step, "macs": self.cost.macs,
+            "params": self.cost.params, "dead_macs": int(dead), "shrunk": bool(shrunk),
+            "rho": rho(self.global_step, self.lam, self.warmup_steps),
+            "atoms": sum(g.channels for g in self.groups)})
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["nas"]["atomnas"] = {"history": json.dumps(self.history),
+                                        "supernet_yaml": io.dumps(self.supernet_spec)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Rebuild the shrunk network before Lightning loads its weights."""
+        stored = io.loads(checkpoint["nas"]["arch_yaml"])
+        if stored != self.spec:
+            self.model = build(stored)
+            self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+            self._set_spec(stored)
+        self.history = json.loads(checkpoint["nas"].get("atomnas", {}).get("history", "[]"))
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def model_checkpoint(spec: ChainSpec, model: torch.nn.Module, path: Path) -> None:
+    """The trained network in the training stage's checkpoint format (nas.checkpoints)."""
+    payload = {"nas": {"format": CHECKPOINT_FORMAT, "arch_yaml": io.dumps(spec)},
+               "state_dict": {f"model.{k}": v.detach().cpu().clone()
+                              for k, v in model.state_dict().items()}}
+    write_atomic(path, lambda f: torch.save(payload, f), binary=True)
+
+
+def _write_flops(history: list[dict], path_csv: Path, path_png: Path) -> None:
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    write_text_atomic(path_csv, buf.getvalue())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot([h["epoch"] for h in history], [h["macs"] / 1e6 for h in history], marker="o", ms=3)
+    for h in history:
+        if h["shrunk"]:
+            ax.axvline(h["epoch"], color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MACs (M)")
+    ax.set_title("AtomNAS: network MACs during training (grey: shrink)")
+    fig.tight_layout()
+    _save_fig(fig, path_png)
+
+
+def _write_atoms(supernet: ChainSpec, final: ChainSpec, path: Path) -> None:
+    """Per searchable block, the share of its kernel 3/5/7 atoms kept (paper Fig. 6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [i for i, b in enumerate(supernet.blocks) if getattr(b, "expand", False)]
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * len(rows)), 4.0))
+    bottom = [0.0] * len(rows)
+    for k in KERNELS:
+        share = []
+        for i in rows:
+            full = dict(zip(supernet.blocks[i].kernels, supernet.blocks[i].hidden))
+            kept = dict(zip(final.blocks[i].kernels, final.blocks[i].hidden))
+            total = sum(full.values())
+            share.append(kept.get(k, 0) / total if total else 0.0)
+        ax.bar(range(len(rows)), share, bottom=bottom, label=f"{k}x{k}")
+        bottom = [b + s for b, s in zip(bottom, share)]
+    ax.set_xticks(range(len(rows)), [str(i) for i in rows])
+    ax.set_xlabel("block")
+    ax.set_ylabel("atoms kept (share of the supernet block)")
+    ax.set_title("AtomNAS: atoms kept per block and kernel")
+    ax.legend()
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
+    """Train the supernet with the penalty and shrinkage; the result is the trained network."""
+    cfg = check(AtomNASConfig, method_cfg, "method")
+    datamodule = make_datamodule(ctx.data)
+    spec = supernet_spec(cfg, num_classes=datamodule.num_classes,
+                         input_size=datamodule.input_size, in_channels=datamodule.in_channels)
+    pl.seed_everything(ctx.seed, workers=True, verbose=False)
+    module = AtomNASModule(spec, cfg, batch_size=datamodule.batch_size)
+    run_dir, t = ctx.run_dir, ctx.trainer
+    ckpt_dir = run_dir / "checkpoints"
+    resume = ckpt_dir / "last.ckpt"
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True)
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir), max_epochs=ctx.budget.epochs,
+        limit_train_batches=ctx.budget.limit_train_batches,
+        limit_val_batches=ctx.budget.limit_val_batches,
+        limit_test_batches=ctx.budget.limit_test_batches,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar, enable_model_summary=False,
+        num_sanity_val_steps=0, gradient_clip_val=cfg.optim.grad_clip, callbacks=[last],
+        logger=CSVLogger(str(run_dir), name="csv", version="") if ctx.logger.csv else False)
+    start = time.time()
+    try:
+        trainer.fit(module, datamodule=datamodule,
+                    ckpt_path=str(resume) if resume.is_file() else None)
+    except (KeyError, RuntimeError) as e:
+        if not resume.is_file():
+            raise
+        raise CheckpointError(f"{resume}: cannot resume this AtomNAS run from it "
+                              f"({str(e).splitlines()[0][:160]})") from None
+    fit_seconds = time.time() - start
+    if not trainer.is_global_zero:
+        return module.spec, {"rank_zero": False}
+
+    # Final evaluation: the EMA weights with BN statistics re-estimated on many batches.
+    recalibrate_bn(module.ema_model, datamodule.train_dataloader(),
+                   cfg.final_recalibration_steps, module.device)
+    module.bn_recalibration_steps = 0
+    val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    final = dataclasses.replace(module.spec, name="atomnas_searched")
+    model_checkpoint(final, module.ema_model, run_dir / "model.ckpt")
+    _write_flops(module.history, run_dir / "flops.csv", run_dir / "flops.png")
+    _write_atoms(spec, final, run_dir / "atoms.png")
+    supernet_cost, cost = count(spec), count(final)
+    summary = {
+        "method": "atomnas", "accuracy": val.get("val/top1"), "val_top1": val.get("val/top1"),
+        "val_top5": val.get("val/top5"), "test_top1": test.get("test/top1"),
+        "macs": cost.macs, "params": cost.params, "params_nobn": cost.params_nobn,
+        "supernet_macs": supernet_cost.macs, "supernet_params": supernet_cost.params,
+        "lam": cfg.lam, "penalty": cfg.penalty, "shrinks": sum(h["shrunk"] for h in module.history),
+        "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 1), "model_ckpt": str(run_dir / "model.ckpt"),
+        "run_dir": str(run_dir),
+    }
+    return final, summary

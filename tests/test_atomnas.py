@@ -1,0 +1,132 @@
+"""AtomNAS end to end: the smoke search in a subprocess (shrinks, outputs, the evaluate command
+reproduces the reported accuracy), resuming a shrunk run, the lambda sweep, bad config."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from nas.arch import io
+from nas.config import check
+from nas.cost import count
+from nas.data import data_config, make_datamodule
+from nas.methods.atomnas import AtomNASConfig, AtomNASModule, supernet_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(module, tmp_path, *overrides, run_dir="run"):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", module, *overrides, "logger=none",
+           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / run_dir}"]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def atomnas_smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("atomnas")
+    r = _run("nas.search", tmp, "method=atomnas", "budget=smoke")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp, r
+
+
+def test_smoke_search_shrinks_and_writes_every_output(atomnas_smoke):
+    tmp, r = atomnas_smoke
+    run = tmp / "run"
+    for name in ("arch.yaml", "model.ckpt", "flops.csv", "flops.png", "atoms.png", "result.json",
+                 "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    result = json.loads((run / "result.json").read_text())
+    rows = list(csv.DictReader((run / "flops.csv").open()))
+    macs = [int(row["macs"]) for row in rows]
+    assert any(row["shrunk"] == "True" for row in rows)
+    assert macs == sorted(macs, reverse=True) and macs[-1] < macs[0]
+    spec = io.load(run / "arch.yaml")
+    assert count(spec).macs == result["macs"] == macs[-1] < result["supernet_macs"]
+    assert "weights=" in r.stdout and "evaluate_only=true" in r.stdout
+
+
+def test_evaluating_model_ckpt_gives_the_reported_accuracy(atomnas_smoke, tmp_path):
+    tmp, _ = atomnas_smoke
+    result = json.loads((tmp / "run" / "result.json").read_text())
+    r = _run("nas.train", tmp_path, "arch=file", f"arch.path={tmp / 'run' / 'arch.yaml'}",
+             f"weights={result['model_ckpt']}", "evaluate_only=true", "export_onnx=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["arch"] == "atomnas_searched" and m["macs"] == result["macs"]
+    assert m["final_val_top1"] == pytest.approx(result["val_top1"], abs=1e-9)
+
+
+def _module(tmp_path, **overrides):
+    conf = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "method" / "atomnas.yaml"),
+                           {"width": 0.25, "init": "torchvision", "lam_scale": 100.0,
+                            "dead_threshold": 0.9999, "recalibration_steps": 1,
+                            "optim": {"warmup_epochs": 0.0}}, overrides)
+    cfg = check(AtomNASConfig, conf, "method")
+    data = make_datamodule(data_config(OmegaConf.create(
+        {"name": "embedded", "batch_size": 16, "eval_batch_size": 16})))
+    spec = supernet_spec(cfg, num_classes=data.num_classes, input_size=data.input_size,
+                         in_channels=data.in_channels)
+    return AtomNASModule(spec, cfg, batch_size=16), data
+
+
+def _trainer(tmp_path, epochs):
+    return pl.Trainer(max_epochs=epochs, limit_train_batches=3, limit_val_batches=1,
+                      logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      num_sanity_val_steps=0, accelerator="cpu", default_root_dir=str(tmp_path),
+                      callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True,
+                                                 save_top_k=0)])
+
+
+def test_resume_after_shrink_rebuilds_the_shrunk_network(tmp_path):
+    pl.seed_everything(0)
+    module, data = _module(tmp_path)
+    _trainer(tmp_path, 2).fit(module, datamodule=data)
+    shrunk = module.spec
+    assert count(shrunk).macs < count(module.supernet_spec).macs
+    # The live model, its EMA and the optimizer all follow the shrink.
+    assert sum(p.numel() for p in module.model.parameters()) == count(shrunk).params
+    assert {k: v.shape for k, v in module.ema_model.state_dict().items()} == \
+        {k: v.shape for k, v in module.model.state_dict().items()}
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert io.loads(ckpt["nas"]["arch_yaml"]) == shrunk
+
+    resumed, _ = _module(tmp_path)  # built as the supernet, as a fresh process would
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(resumed, datamodule=data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert trainer.global_step == 9
+    assert count(resumed.spec).macs <= count(shrunk).macs
+    assert sum(p.numel() for p in resumed.model.parameters()) == count(resumed.spec).params
+    opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in resumed.model.parameters()}
+    assert [h["epoch"] for h in resumed.history][:len(module.history)] == \
+        [h["epoch"] for h in module.history]
+
+
+def test_lambda_sweep_gives_fewer_macs_for_larger_lambda(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "nas.search", "-m", "method=atomnas", "budget=smoke",
+         "method.lam=1.0e-4,1.8e-4,5.0e-4", "logger=none", "trainer.enable_progress_bar=false",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+        text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = [json.loads((tmp_path / "sweep" / f"{i}_atomnas" / "result.json").read_text())
+               for i in range(3)]
+    assert [res["lam"] for res in results] == [1.0e-4, 1.8e-4, 5.0e-4]
+    macs = [res["macs"] for res in results]
+    assert macs[0] > macs[1] > macs[2], macs
+
+
+def test_bad_atomnas_config_is_one_line(tmp_path):
+    r = _run("nas.search", tmp_path, "method=atomnas", "budget=smoke", "method.penalty=l2")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: method.penalty: expected one of")
