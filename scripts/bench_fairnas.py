@@ -111,10 +111,10 @@ def bench_scoring(args, space) -> tuple[float, list[float]]:
     # Recalibration batches are the first training batches cut to the per-path size, as the
     # search takes them; the held-out loader is built at the scoring batch size.
     per_step = args.per_path_batch * N_CHOICES
-    train_loader, _ = make_datamodule({"name": "embedded", "batch_size": per_step}
+    train_loader, _ = make_datamodule({**args.data, "name": "embedded", "batch_size": per_step}
                                       ).search_dataloaders()
-    _, held_loader = make_datamodule({"name": "embedded", "batch_size": args.score_batch}
-                                     ).search_dataloaders()
+    _, held_loader = make_datamodule({**args.data, "name": "embedded",
+                                      "batch_size": args.score_batch}).search_dataloaders()
     recal = [(x[:args.per_path_batch], y[:args.per_path_batch])
              for x, y in take(train_loader, args.recal_steps)]
     held = list(itertools.islice(held_loader, args.score_batches))
@@ -134,7 +134,7 @@ def bench_scoring(args, space) -> tuple[float, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    demo, _, demo_batch = demo_setting()
+    demo, _, demo_batch, demo_data = demo_setting()
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--width", type=float, default=demo.width,
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also print the top ROWS ops of each side (torch.profiler)")
     p.add_argument("--skip-scoring", action="store_true", help="only part (a)")
     args = p.parse_args(argv)
+    args.data = demo_data  # the demo search's data overrides (its held-out fraction)
     args.optim = demo.optim  # the supernet optimizer the search steps
     for key in ("per_path_batch", "repeats", "recal_steps", "score_batches", "score_batch",
                 "archs"):

@@ -170,7 +170,7 @@ def ranks(values) -> list[int]:
 
 
 def parse(argv):
-    demo, demo_epochs, demo_batch = demo_setting()
+    demo, demo_epochs, demo_batch, demo_data = demo_setting()
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("supernet")
@@ -236,6 +236,7 @@ def parse(argv):
     if args.width <= 0 or args.lr <= 0:
         p.error("--width and --lr must be positive")
     args.optim = demo.optim  # the supernet recipe of the search
+    args.data = demo_data    # and its data overrides (the held-out fraction)
     return args
 
 
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     def data(batch):
-        return make_datamodule({"name": "embedded", "batch_size": batch, "seed": args.seed})
+        return make_datamodule({**args.data, "name": "embedded", "batch_size": batch,
+                                "seed": args.seed})
 
     fair_dm = data(args.per_path_batch * N_CHOICES)
     space = moga_space(width=args.width, stem_stride=args.stem_stride, init=args.init,

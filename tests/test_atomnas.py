@@ -4,6 +4,7 @@ reproduces the reported accuracy), resuming a shrunk run, the lambda sweep, bad 
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,19 @@ def test_bad_atomnas_config_is_one_line(tmp_path):
     r = _run("nas.search", tmp_path, "method=atomnas", "budget=smoke", "method.penalty=l2")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: method.penalty: expected one of")
+
+
+def test_resume_dir_finishes_a_killed_atomnas_run(atomnas_smoke, tmp_path):
+    tmp, _ = atomnas_smoke
+    run = tmp_path / "killed"
+    shutil.copytree(tmp / "run", run)
+    before = json.loads((run / "result.json").read_text())
+    for name in ("result.json", "model.ckpt", "arch.yaml", "flops.csv"):
+        (run / name).unlink()
+    # The default method is moga: the saved run's method, data and budget must win.
+    r = _run("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = json.loads((run / "result.json").read_text())
+    assert after["method"] == "atomnas" and after["macs"] == before["macs"]
+    assert after["val_top1"] == pytest.approx(before["val_top1"], abs=1e-9)
+    assert (run / "model.ckpt").is_file() and (run / "flops.csv").is_file()

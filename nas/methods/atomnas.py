@@ -362,7 +362,9 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     if not trainer.is_global_zero:
         return module.spec, {"rank_zero": False}
 
-    # Final evaluation: the EMA weights with BN statistics re-estimated on many batches.
+    # Final evaluation: the EMA weights with BN statistics re-estimated on many batches,
+    # reseeded so that a resumed run that only has this step left reports the same figures.
+    pl.seed_everything(ctx.seed, workers=True, verbose=False)
     recalibrate_bn(module.ema_model, datamodule.train_dataloader(),
                    cfg.final_recalibration_steps, module.device)
     module.bn_recalibration_steps = 0

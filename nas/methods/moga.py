@@ -330,15 +330,17 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 def demo_setting():
     """`method=moga` at the default (demo) budget: conf/method/moga.yaml with the overrides of
-    conf/method_budget/moga/demo.yaml, plus the budget's supernet epochs and per-path batch.
-    Read from the configs so the defaults here follow the search when the demo changes."""
+    conf/method_budget/moga/demo.yaml, plus the budget's supernet epochs and per-path batch
+    and the demo's data overrides (its search_holdout). Read from the configs so the scripts
+    follow the search when the demo changes."""
     conf = Path(__file__).resolve().parents[2] / "conf"
     demo = OmegaConf.load(conf / "method_budget" / "moga" / "demo.yaml")
     method = OmegaConf.merge(OmegaConf.load(conf / "method" / "moga.yaml"),
                              demo.get("method") or {})
     budget = demo.get("budget") or {}
+    data = OmegaConf.to_container(demo.get("data") or OmegaConf.create({}))
     return (check(MogaConfig, method, "method"), int(budget.get("epochs") or 8),
-            int(budget.get("batch_size") or 16))
+            int(budget.get("batch_size") or 16), data)
 
 
 def init_arg(value: str) -> Optional[str]:

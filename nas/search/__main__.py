@@ -3,6 +3,9 @@ that trains it.
 
     python -m nas.search method=moga budget=smoke
     python -m nas.search -m method=moga method.nsga.weights=[0.4,0.4,0.2],[0.5,0.5,0]
+    python -m nas.search method=atomnas                       # searches and trains in one run
+    python -m nas.search -m method=atomnas method.lam=1.0e-4,1.2e-4,1.8e-4
+    python -m nas.search resume_dir=runs/search/<run>         # continue a killed search
 
 Bad input ends with one line on stderr and exit status 2.
 """

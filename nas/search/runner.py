@@ -58,11 +58,12 @@ def resumed_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, str]:
     if not run_dir.is_dir() or not saved.is_file():
         raise ConfigError(f"resume_dir: {run_dir} is not a search run directory "
                           f"(expected {saved} written by an earlier nas.search run)")
-    old = OmegaConf.load(saved)
-    merged = OmegaConf.merge(cfg, {k: old[k] for k in RESUMED_KEYS if k in old})
+    old = OmegaConf.to_container(OmegaConf.load(saved))
+    merged = OmegaConf.to_container(cfg)
+    merged.update({k: old[k] for k in RESUMED_KEYS if k in old})  # replaced, not merged
     choices = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices \
         if (run_dir / ".hydra" / "hydra.yaml").is_file() else {}
-    return merged, choices.get("data", "embedded")
+    return OmegaConf.create(merged), choices.get("data", "embedded")
 
 
 def search(cfg: DictConfig) -> dict:

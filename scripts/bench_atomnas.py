@@ -1,0 +1,128 @@
+"""AtomNAS cost: the search-and-train run against training its result from scratch.
+
+    python scripts/bench_atomnas.py                  # the demo setting (method=atomnas)
+    python scripts/bench_atomnas.py --epochs 4 --width 0.25
+
+(a) Runs the AtomNAS search as `python -m nas.search method=atomnas` does at the demo budget
+(same supernet, recipe, penalty, shrinkage, per-epoch validation with BN recalibration),
+then trains the architecture it ends with from scratch for the same epochs with the same
+recipe and evaluation (lambda 0: nothing is penalised or removed). The paper reports
+25.5 h / 22 h = 1.16 for AtomNAS-C; the target here is a ratio of at most --max-ratio (1.3).
+
+(b) Training-step time at each architecture the search went through: the median over the
+steps run at that size, with its MACs, so each shrink shows what it bought.
+
+Exits non-zero when the ratio is over --max-ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import OmegaConf
+
+from nas.config import check
+from nas.cost import count
+from nas.data import data_config, make_datamodule
+from nas.methods.atomnas import AtomNASConfig, AtomNASModule, supernet_spec
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+class StepTimer(pl.Callback):
+    """Wall time of every training step, keyed by the MACs of the network that ran it."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, float]] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.steps.append((module.cost.macs, time.perf_counter() - self._start))
+
+
+def demo_config(width: float | None, lam_scale: float | None) -> tuple[AtomNASConfig, dict, int]:
+    """conf/method/atomnas.yaml with the demo budget's overrides (and the flags')."""
+    demo = OmegaConf.load(CONF / "method_budget" / "atomnas" / "demo.yaml")
+    method = OmegaConf.merge(OmegaConf.load(CONF / "method" / "atomnas.yaml"),
+                             demo.get("method") or {})
+    if width is not None:
+        method.width = width
+    if lam_scale is not None:
+        method.lam_scale = lam_scale
+    budget = demo.get("budget") or {}
+    data = OmegaConf.to_container(demo.get("data") or OmegaConf.create({}))
+    return check(AtomNASConfig, method, "method"), data, int(budget.get("epochs") or 15)
+
+
+def fit(module: AtomNASModule, datamodule, epochs: int, batches: int | None) -> tuple[float, StepTimer]:
+    timer = StepTimer()
+    trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches or 1.0,
+                         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, callbacks=[timer])
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    return time.perf_counter() - start, timer
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=None, help="default: the demo budget's")
+    p.add_argument("--train-batches", type=int, default=None,
+                   help="steps per epoch (default: the whole training split)")
+    p.add_argument("--width", type=float, default=None, help="default: the demo's")
+    p.add_argument("--lam-scale", type=float, default=None, help="default: the demo's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-ratio", type=float, default=1.3)
+    args = p.parse_args(argv)
+    cfg, data_overrides, demo_epochs = demo_config(args.width, args.lam_scale)
+    epochs = args.epochs or demo_epochs
+    if epochs < 1 or (args.train_batches is not None and args.train_batches < 1):
+        p.error("--epochs and --train-batches must be >= 1")
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    data = make_datamodule(data_config(OmegaConf.create({"name": "embedded", **data_overrides})))
+    spec = supernet_spec(cfg, num_classes=data.num_classes, input_size=data.input_size,
+                         in_channels=data.in_channels)
+
+    pl.seed_everything(args.seed, verbose=False)
+    search = AtomNASModule(spec, cfg, batch_size=data.batch_size)
+    search_s, search_steps = fit(search, data, epochs, args.train_batches)
+    final = search.spec
+    pl.seed_everything(args.seed, verbose=False)
+    plain_cfg = dataclasses.replace(cfg, lam=0.0)
+    scratch = AtomNASModule(final, plain_cfg, batch_size=data.batch_size)
+    scratch_s, scratch_steps = fit(scratch, data, epochs, args.train_batches)
+    if scratch.spec != final:
+        print("warning: the from-scratch run removed atoms although lambda is 0", file=sys.stderr)
+
+    print(f"supernet {count(spec).macs / 1e6:.2f} M MACs -> searched {count(final).macs / 1e6:.2f} M "
+          f"({sum(h['shrunk'] for h in search.history)} shrinks), {epochs} epochs, "
+          f"batch {data.batch_size}")
+    print(f"search-and-train {search_s:.1f} s, the result from scratch {scratch_s:.1f} s: "
+          f"ratio {search_s / scratch_s:.3f} (paper 1.16, target <= {args.max_ratio})")
+    print("step time by architecture (median over its steps):")
+    by_macs: dict[int, list[float]] = {}
+    for macs, s in search_steps.steps:
+        by_macs.setdefault(macs, []).append(s)
+    for macs, times in sorted(by_macs.items(), reverse=True):
+        print(f"  search   {macs / 1e6:8.2f} M MACs  {1e3 * statistics.median(times):7.1f} ms "
+              f"({len(times)} steps)")
+    scratch_times = [s for _, s in scratch_steps.steps]
+    print(f"  scratch  {count(final).macs / 1e6:8.2f} M MACs  "
+          f"{1e3 * statistics.median(scratch_times):7.1f} ms ({len(scratch_times)} steps)")
+    return 0 if search_s / scratch_s <= args.max_ratio else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
