@@ -2,6 +2,7 @@
 reproduces the reported accuracy), resuming a shrunk run, the lambda sweep, bad config."""
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -147,3 +148,15 @@ def test_resume_dir_finishes_a_killed_atomnas_run(atomnas_smoke, tmp_path):
     assert after["method"] == "atomnas" and after["macs"] == before["macs"]
     assert after["val_top1"] == pytest.approx(before["val_top1"], abs=1e-9)
     assert (run / "model.ckpt").is_file() and (run / "flops.csv").is_file()
+
+
+def test_bench_atomnas_runs_and_reports_the_ratio(capsys):
+    spec = importlib.util.spec_from_file_location("bench_atomnas",
+                                                  REPO / "scripts" / "bench_atomnas.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rc = bench.main(["--epochs", "2", "--train-batches", "2", "--lam-scale", "3000",
+                     "--max-ratio", "100"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "ratio" in out and "step time by architecture" in out
+    assert "search " in out and "scratch " in out

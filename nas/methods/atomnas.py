@@ -32,7 +32,7 @@ from nas.arch.spec import INIT_SCHEMES, ChainSpec
 from nas.arch.zoo.atomnas import KERNELS, atomnas_supernet
 from nas.checkpoints import CheckpointError
 from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
-from nas.config import check, require
+from nas.config import ConfigError, check, require
 from nas.cost import count
 from nas.data import make_datamodule
 from nas.files import write_atomic, write_text_atomic
@@ -138,10 +138,16 @@ class AtomNASModule(ClassifierModule):
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1:
+            # Shrinking replaces parameters, which a DDP wrapper registered at setup; the
+            # official code re-wraps the model after each shrink, not done here yet.
+            raise ConfigError("trainer.devices: AtomNAS runs on one device for now (physical "
+                              "shrinking under DDP is not supported); got "
+                              f"{self.trainer.world_size} processes")
         self.warmup_steps = round(self.cfg.lam_warmup_fraction
                                   * self.trainer.estimated_stepping_batches)
         if not self.history:
-            self._record(shrunk=False, dead=0)
+            self._record(shrunk=False, dead=0, epochs_done=0)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -206,7 +212,7 @@ class AtomNASModule(ClassifierModule):
         if shrink:
             self.shrink(keep_masks(self.spec, self.groups, dead,
                                    alpha if alpha is not None else alpha_ema))
-        self._record(shrunk=shrink, dead=macs)
+        self._record(shrunk=shrink, dead=macs, epochs_done=self.current_epoch + 1)
 
     def shrink(self, keep: dict) -> None:
         """Remove atoms from the model, its EMA and the optimizer state."""
@@ -229,9 +235,10 @@ class AtomNASModule(ClassifierModule):
         self.groups = atom_groups(spec)
         self.weights = penalty_weights(self.groups, self.cfg.penalty, self.normaliser)
 
-    def _record(self, *, shrunk: bool, dead: int) -> None:
+    def _record(self, *, shrunk: bool, dead: int, epochs_done: int) -> None:
+        """One row of flops.csv: the network after `epochs_done` epochs (and their shrink)."""
         self.history.append({
-            "epoch": self.current_epoch, "step": self.global_step, "macs": self.cost.macs,
+            "epoch": epochs_done, "step": self.global_step, "macs": self.cost.macs,
             "params": self.cost.params, "dead_macs": int(dead), "shrunk": bool(shrunk),
             "rho": rho(self.global_step, self.lam, self.warmup_steps),
             "atoms": sum(g.channels for g in self.groups)})
@@ -280,7 +287,7 @@ def _write_flops(history: list[dict], path_csv: Path, path_png: Path) -> None:
     for h in history:
         if h["shrunk"]:
             ax.axvline(h["epoch"], color="0.85", lw=0.8, zorder=0)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epochs trained")
     ax.set_ylabel("MACs (M)")
     ax.set_title("AtomNAS: network MACs during training (grey: shrink)")
     fig.tight_layout()
