@@ -160,3 +160,12 @@ def test_bench_atomnas_runs_and_reports_the_ratio(capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "ratio" in out and "step time by architecture" in out
     assert "search " in out and "scratch " in out
+
+
+def test_weights_of_another_architecture_is_one_line(atomnas_smoke, tmp_path):
+    tmp, _ = atomnas_smoke
+    r = _run("nas.train", tmp_path, "arch=mobilenetv2_035", f"weights={tmp / 'run' / 'model.ckpt'}",
+             "evaluate_only=true", "export_onnx=false")
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "atomnas_searched" in last and "arch.yaml" in last
