@@ -37,16 +37,15 @@ from nas.cost import count
 from nas.data import make_datamodule
 from nas.files import write_atomic, write_text_atomic
 from nas.optim import OptimConfig
-from nas.supernet.atoms import (atom_groups, dead_atoms, dead_macs, ema_decay_for_batch,
-                                importance, keep_masks, penalty, penalty_normaliser,
-                                penalty_weights, rho)
+from nas.supernet.atoms import (PENALTY_MODES, atom_groups, dead_atoms, dead_macs,
+                                ema_decay_for_batch, importance, keep_masks, penalty,
+                                penalty_normaliser, penalty_weights, rho)
 from nas.supernet.bn import recalibrate_bn
 from nas.supernet.shrink import shrink_chain
 
 log = logging.getLogger(__name__)
 
 SUPERNET_MACS_224 = 1_520_973_056  # the paper's 1521 M; the reference for the shrink threshold
-PENALTIES = ("mean", "sum", "equal")
 
 
 def _paper_optim() -> OptimConfig:
@@ -79,7 +78,7 @@ class AtomNASConfig:
     def __post_init__(self) -> None:
         require(self.lam >= 0, "lam", "a number >= 0", self.lam)
         require(self.lam_scale > 0, "lam_scale", "a positive number", self.lam_scale)
-        require(self.penalty in PENALTIES, "penalty", f"one of {', '.join(PENALTIES)}",
+        require(self.penalty in PENALTY_MODES, "penalty", f"one of {', '.join(PENALTY_MODES)}",
                 self.penalty)
         require(0 <= self.lam_warmup_fraction <= 1, "lam_warmup_fraction",
                 "a fraction in [0, 1]", self.lam_warmup_fraction)
