@@ -80,11 +80,16 @@ class ClassifierModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ evaluation
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network that validation and test evaluate (AtomNAS: its weight EMA)."""
+        return self.model
+
     def _recalibrate(self) -> None:
         if self.bn_recalibration_steps <= 0 or self.trainer.datamodule is None:
             return
         loader = self.trainer.datamodule.train_dataloader()
-        recalibrate_bn(self.model, loader, self.bn_recalibration_steps, self.device)
+        recalibrate_bn(self.eval_model, loader, self.bn_recalibration_steps, self.device)
 
     def on_validation_epoch_start(self) -> None:
         self._recalibrate()
@@ -94,7 +99,7 @@ class ClassifierModule(pl.LightningModule):
 
     def _eval_step(self, batch: Any, stage: str) -> None:
         x, y = batch
-        logits = self.model(x)
+        logits = self.eval_model(x)
         self.log(f"{stage}/loss", self.criterion(logits, y), batch_size=x.shape[0], sync_dist=True)
         for k in (1, 5):
             metric = self.metrics[f"{stage}_top{k}"]

@@ -179,21 +179,10 @@ class AtomNASModule(ClassifierModule):
                 e.copy_(b)
 
     # ------------------------------------------------------------------ evaluation (EMA)
-    def _recalibrate(self) -> None:
-        if self.bn_recalibration_steps <= 0 or self.trainer.datamodule is None:
-            return
-        loader = self.trainer.datamodule.train_dataloader()
-        recalibrate_bn(self.ema_model, loader, self.bn_recalibration_steps, self.device)
-
-    def _eval_step(self, batch: Any, stage: str) -> None:
-        x, y = batch
-        self.ema_model.eval()
-        logits = self.ema_model(x)
-        self.log(f"{stage}/loss", self.criterion(logits, y), batch_size=x.shape[0], sync_dist=True)
-        for k in (1, 5):
-            metric = self.metrics[f"{stage}_top{k}"]
-            metric(logits, y)
-            self.log(f"{stage}/top{k}", metric, prog_bar=k == 1, batch_size=x.shape[0])
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """Validation, test and BN recalibration use the weight EMA."""
+        return self.ema_model
 
     # ------------------------------------------------------------------ shrinkage
     def on_validation_epoch_end(self) -> None:
