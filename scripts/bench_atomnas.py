@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
@@ -32,9 +31,7 @@ from nas.config import check
 from nas.cost import count
 from nas.data import data_config, make_datamodule
 from nas.methods.atomnas import AtomNASConfig, AtomNASModule, supernet_spec
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
+from nas.search.runner import method_setting
 
 class StepTimer(pl.Callback):
     """Wall time of every training step, keyed by the MACs of the network that ran it."""
@@ -51,20 +48,17 @@ class StepTimer(pl.Callback):
 
 
 def demo_config(width: float | None, lam_scale: float | None) -> tuple[AtomNASConfig, dict, int]:
-    """conf/method/atomnas.yaml with the demo budget's overrides (and the flags')."""
-    demo = OmegaConf.load(CONF / "method_budget" / "atomnas" / "demo.yaml")
-    method = OmegaConf.merge(OmegaConf.load(CONF / "method" / "atomnas.yaml"),
-                             demo.get("method") or {})
+    """The demo search's method config (with the flags'), data overrides and epochs."""
+    method, budget, data = method_setting("atomnas", "demo")
     if width is not None:
         method.width = width
     if lam_scale is not None:
         method.lam_scale = lam_scale
-    budget = demo.get("budget") or {}
-    data = OmegaConf.to_container(demo.get("data") or OmegaConf.create({}))
     return check(AtomNASConfig, method, "method"), data, int(budget.get("epochs") or 15)
 
 
-def fit(module: AtomNASModule, datamodule, epochs: int, batches: int | None) -> tuple[float, StepTimer]:
+def fit(module: AtomNASModule, datamodule, epochs: int,
+        batches: int | None) -> tuple[float, StepTimer]:
     timer = StepTimer()
     trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches or 1.0,
                          accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -106,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     if scratch.spec != final:
         print("warning: the from-scratch run removed atoms although lambda is 0", file=sys.stderr)
 
-    print(f"supernet {count(spec).macs / 1e6:.2f} M MACs -> searched {count(final).macs / 1e6:.2f} M "
+    print(f"supernet {count(spec).macs / 1e6:.2f} M MACs -> searched "
+          f"{count(final).macs / 1e6:.2f} M "
           f"({sum(h['shrunk'] for h in search.history)} shrinks), {epochs} epochs, "
           f"batch {data.batch_size}")
     print(f"search-and-train {search_s:.1f} s, the result from scratch {scratch_s:.1f} s: "

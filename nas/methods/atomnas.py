@@ -24,7 +24,6 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 
 from nas.arch import io
 from nas.arch.builder import build
@@ -35,12 +34,13 @@ from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
 from nas.config import ConfigError, check, require
 from nas.cost import count
 from nas.data import make_datamodule
-from nas.files import write_atomic, write_text_atomic
+from nas.files import save_figure, write_atomic, write_text_atomic
 from nas.optim import OptimConfig
 from nas.supernet.atoms import (PENALTY_MODES, atom_groups, dead_atoms, dead_macs,
                                 ema_decay_for_batch, importance, keep_masks, penalty,
                                 penalty_normaliser, penalty_weights, rho)
 from nas.supernet.bn import recalibrate_bn
+from nas.search.runner import search_trainer
 from nas.supernet.shrink import shrink_chain
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def _write_flops(history: list[dict], path_csv: Path, path_png: Path) -> None:
     ax.set_ylabel("MACs (M)")
     ax.set_title("AtomNAS: network MACs during training (grey: shrink)")
     fig.tight_layout()
-    _save_fig(fig, path_png)
+    save_figure(fig, path_png)
 
 
 def _write_atoms(supernet: ChainSpec, final: ChainSpec, path: Path) -> None:
@@ -307,16 +307,7 @@ def _write_atoms(supernet: ChainSpec, final: ChainSpec, path: Path) -> None:
     ax.set_title("AtomNAS: atoms kept per block and kernel")
     ax.legend()
     fig.tight_layout()
-    _save_fig(fig, path)
-
-
-def _save_fig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -330,20 +321,11 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
                          input_size=datamodule.input_size, in_channels=datamodule.in_channels)
     pl.seed_everything(ctx.seed, workers=True, verbose=False)
     module = AtomNASModule(spec, cfg, batch_size=datamodule.batch_size)
-    run_dir, t = ctx.run_dir, ctx.trainer
+    run_dir = ctx.run_dir
     ckpt_dir = run_dir / "checkpoints"
     resume = ckpt_dir / "last.ckpt"
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True)
-    trainer = pl.Trainer(
-        default_root_dir=str(run_dir), max_epochs=ctx.budget.epochs,
-        limit_train_batches=ctx.budget.limit_train_batches,
-        limit_val_batches=ctx.budget.limit_val_batches,
-        limit_test_batches=ctx.budget.limit_test_batches,
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar, enable_model_summary=False,
-        num_sanity_val_steps=0, gradient_clip_val=cfg.optim.grad_clip, callbacks=[last],
-        logger=CSVLogger(str(run_dir), name="csv", version="") if ctx.logger.csv else False)
+    trainer = search_trainer(ctx, gradient_clip_val=cfg.optim.grad_clip, callbacks=[last])
     start = time.time()
     try:
         trainer.fit(module, datamodule=datamodule,

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pytorch_lightning import seed_everything
-from pytorch_lightning.loggers import CSVLogger
 
 from nas.arch import io
 from nas.arch.spec import INIT_SCHEMES, ChainSpec
@@ -30,10 +27,11 @@ from nas.config import ConfigError, check, require
 from nas.cost import count
 from nas.cost.latency import LatencyTable, lut_report
 from nas.data import make_datamodule
-from nas.files import write_atomic, write_text_atomic
+from nas.files import save_figure, write_atomic, write_text_atomic
 from nas.methods.fairnas import FairNASModule
 from nas.optim import OptimConfig
 from nas.search.nsga import NSGAConfig, run_nsga
+from nas.search.runner import method_setting, search_trainer
 from nas.supernet.bn import recalibrate_bn
 from nas.supernet.chain import ChainSearchSpace, ChainSupernet
 
@@ -150,15 +148,7 @@ def _collect(loader, n: Optional[int]) -> list:
 
 def _train_supernet(module: FairNASModule, train_loader, ctx) -> tuple[float, bool]:
     """Fit the supernet; returns (seconds, whether this process is rank 0)."""
-    t = ctx.trainer
-    trainer = pl.Trainer(
-        default_root_dir=str(ctx.run_dir), max_epochs=ctx.budget.epochs,
-        limit_train_batches=ctx.budget.limit_train_batches, limit_val_batches=0,
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-        strategy=t.strategy, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar, enable_checkpointing=False,
-        enable_model_summary=False, num_sanity_val_steps=0,
-        logger=CSVLogger(str(ctx.run_dir), name="csv", version="") if ctx.logger.csv else False)
+    trainer = search_trainer(ctx, limit_val_batches=0, enable_checkpointing=False)
     start = time.time()
     trainer.fit(module, train_dataloaders=train_loader)
     return time.time() - start, trainer.is_global_zero
@@ -204,10 +194,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.set_title("MoGA final population")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
@@ -329,16 +316,9 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def demo_setting():
-    """`method=moga` at the default (demo) budget: conf/method/moga.yaml with the overrides of
-    conf/method_budget/moga/demo.yaml, plus the budget's supernet epochs and per-path batch
-    and the demo's data overrides (its search_holdout). Read from the configs so the scripts
-    follow the search when the demo changes."""
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    demo = OmegaConf.load(conf / "method_budget" / "moga" / "demo.yaml")
-    method = OmegaConf.merge(OmegaConf.load(conf / "method" / "moga.yaml"),
-                             demo.get("method") or {})
-    budget = demo.get("budget") or {}
-    data = OmegaConf.to_container(demo.get("data") or OmegaConf.create({}))
+    """`method=moga` at the default (demo) budget: the checked method config, the supernet
+    epochs and per-path batch, and the demo's data overrides (its search_holdout)."""
+    method, budget, data = method_setting("moga", "demo")
     return (check(MogaConfig, method, "method"), int(budget.get("epochs") or 8),
             int(budget.get("batch_size") or 16), data)
 

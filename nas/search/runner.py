@@ -10,8 +10,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger
 
 from nas.arch import io
 from nas.config import ConfigError, check
@@ -37,6 +39,22 @@ class SearchContext:
     data_choice: str
 
 
+def search_trainer(ctx: SearchContext, **overrides) -> pl.Trainer:
+    """A Lightning Trainer from the shared trainer, budget and logger groups (CSV log in the
+    run directory, no sanity validation); a method adds or overrides arguments."""
+    t, b = ctx.trainer, ctx.budget
+    kwargs = dict(
+        default_root_dir=str(ctx.run_dir), max_epochs=b.epochs,
+        limit_train_batches=b.limit_train_batches, limit_val_batches=b.limit_val_batches,
+        limit_test_batches=b.limit_test_batches, accelerator=t.accelerator, devices=t.devices,
+        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        logger=CSVLogger(str(ctx.run_dir), name="csv", version="") if ctx.logger.csv else False)
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
 def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
     """The `python -m nas.train` command that trains a searched architecture on the same data."""
     args = ["python", "-m", "nas.train", "arch=file", f"arch.path={arch_path}",
@@ -45,6 +63,22 @@ def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
     if root and data_choice not in ("embedded", "digits"):
         args.append(f"data.root={root}")
     return " ".join(shlex.quote(a) for a in args)
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def method_setting(method: str, budget: str = "demo") -> tuple[DictConfig, dict, dict]:
+    """What `nas.search method=<method> budget=<budget>` runs with, read from the configs so
+    scripts follow the search when a budget changes: conf/method/<method>.yaml with the
+    overrides of conf/method_budget/<method>/<budget>.yaml, and that overlay's budget and
+    data overrides (plain dicts, empty where it has none)."""
+    overlay = OmegaConf.load(CONF_DIR / "method_budget" / method / f"{budget}.yaml")
+    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml"),
+                          overlay.get("method") or {})
+    extra = {k: OmegaConf.to_container(overlay[k]) if k in overlay else {}
+             for k in ("budget", "data")}
+    return cfg, extra["budget"], extra["data"]
 
 
 # What a resumed search takes from the saved run: everything that decides its result. The
