@@ -25,17 +25,10 @@ from nas.methods.atomnas import AtomNASConfig, AtomNASModule, supernet_spec
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(module, tmp_path, *overrides, run_dir="run"):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", module, *overrides, "logger=none",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / run_dir}"]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
-def atomnas_smoke(tmp_path_factory):
+def atomnas_smoke(tmp_path_factory, run_entry):
     tmp = tmp_path_factory.mktemp("atomnas")
-    r = _run("nas.search", tmp, "method=atomnas", "budget=smoke")
+    r = run_entry("nas.search", tmp, "method=atomnas", "budget=smoke")
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, r
 
@@ -56,10 +49,10 @@ def test_smoke_search_shrinks_and_writes_every_output(atomnas_smoke):
     assert "weights=" in r.stdout and "evaluate_only=true" in r.stdout
 
 
-def test_evaluating_model_ckpt_gives_the_reported_accuracy(atomnas_smoke, tmp_path):
+def test_evaluating_model_ckpt_gives_the_reported_accuracy(atomnas_smoke, tmp_path, run_entry):
     tmp, _ = atomnas_smoke
     result = json.loads((tmp / "run" / "result.json").read_text())
-    r = _run("nas.train", tmp_path, "arch=file", f"arch.path={tmp / 'run' / 'arch.yaml'}",
+    r = run_entry("nas.train", tmp_path, "arch=file", f"arch.path={tmp / 'run' / 'arch.yaml'}",
              f"weights={result['model_ckpt']}", "evaluate_only=true", "export_onnx=false")
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -128,13 +121,13 @@ def test_lambda_sweep_gives_fewer_macs_for_larger_lambda(tmp_path):
     assert macs[0] > macs[1] > macs[2], macs
 
 
-def test_bad_atomnas_config_is_one_line(tmp_path):
-    r = _run("nas.search", tmp_path, "method=atomnas", "budget=smoke", "method.penalty=l2")
+def test_bad_atomnas_config_is_one_line(tmp_path, run_entry):
+    r = run_entry("nas.search", tmp_path, "method=atomnas", "budget=smoke", "method.penalty=l2")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: method.penalty: expected one of")
 
 
-def test_resume_dir_finishes_a_killed_atomnas_run(atomnas_smoke, tmp_path):
+def test_resume_dir_finishes_a_killed_atomnas_run(atomnas_smoke, tmp_path, run_entry):
     tmp, _ = atomnas_smoke
     run = tmp_path / "killed"
     shutil.copytree(tmp / "run", run)
@@ -142,7 +135,7 @@ def test_resume_dir_finishes_a_killed_atomnas_run(atomnas_smoke, tmp_path):
     for name in ("result.json", "model.ckpt", "arch.yaml", "flops.csv"):
         (run / name).unlink()
     # The default method is moga: the saved run's method, data and budget must win.
-    r = _run("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
+    r = run_entry("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
     assert r.returncode == 0, r.stderr[-3000:]
     after = json.loads((run / "result.json").read_text())
     assert after["method"] == "atomnas" and after["macs"] == before["macs"]
@@ -162,9 +155,10 @@ def test_bench_atomnas_runs_and_reports_the_ratio(capsys):
     assert "search " in out and "scratch " in out
 
 
-def test_weights_of_another_architecture_is_one_line(atomnas_smoke, tmp_path):
+def test_weights_of_another_architecture_is_one_line(atomnas_smoke, tmp_path, run_entry):
     tmp, _ = atomnas_smoke
-    r = _run("nas.train", tmp_path, "arch=mobilenetv2_035", f"weights={tmp / 'run' / 'model.ckpt'}",
+    r = run_entry("nas.train", tmp_path, "arch=mobilenetv2_035",
+                  f"weights={tmp / 'run' / 'model.ckpt'}",
              "evaluate_only=true", "export_onnx=false")
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]

@@ -2,32 +2,19 @@
 
 import csv
 import json
-import os
 import shlex
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from nas.arch import io
 from nas.cost import count
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(module, tmp_path, *overrides, run_dir="run"):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", module, *overrides, "logger=none",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / run_dir}"]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-
 
 @pytest.fixture(scope="module")
-def moga_smoke(tmp_path_factory):
+def moga_smoke(tmp_path_factory, run_entry):
     tmp = tmp_path_factory.mktemp("moga")
-    r = _run("nas.search", tmp, "method=moga", "budget=smoke")
+    r = run_entry("nas.search", tmp, "method=moga", "budget=smoke")
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, r
 
@@ -48,25 +35,26 @@ def test_moga_smoke_writes_every_output(moga_smoke):
     assert "python -m nas.train arch=file" in r.stdout
 
 
-def test_printed_train_command_trains_the_result(moga_smoke, tmp_path):
+def test_printed_train_command_trains_the_result(moga_smoke, tmp_path, run_entry):
     tmp, r = moga_smoke
     line = next(ln.strip() for ln in r.stdout.splitlines() if ln.strip().startswith("python -m"))
     args = shlex.split(line)[3:]  # after "python -m nas.train"
-    t = _run("nas.train", tmp_path, *args, "budget=smoke", "export_onnx=false")
+    t = run_entry("nas.train", tmp_path, *args, "budget=smoke", "export_onnx=false")
     assert t.returncode == 0, t.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["arch"] == "moga_searched"
 
 
-def test_bad_method_config_is_one_line(tmp_path):
-    r = _run("nas.search", tmp_path, "method=moga", "budget=smoke", "method.width=-1")
+def test_bad_method_config_is_one_line(tmp_path, run_entry):
+    r = run_entry("nas.search", tmp_path, "method=moga", "budget=smoke", "method.width=-1")
     assert r.returncode == 2 and "error: method.width: expected a positive multiplier" in r.stderr
-    r = _run("nas.search", tmp_path, "method=moga", "budget=smoke",
+    r = run_entry("nas.search", tmp_path, "method=moga", "budget=smoke",
              "method.objectives=[latency,accuracy]")
     assert r.returncode == 2 and "method.objectives" in r.stderr
 
 
-def test_resume_dir_reuses_finished_stages_and_ends_with_the_same_result(moga_smoke, tmp_path):
+def test_resume_dir_reuses_finished_stages_and_ends_with_the_same_result(moga_smoke, tmp_path,
+                                                                         run_entry):
     tmp, _ = moga_smoke
     run = tmp_path / "killed"
     shutil.copytree(tmp / "run", run)
@@ -74,7 +62,7 @@ def test_resume_dir_reuses_finished_stages_and_ends_with_the_same_result(moga_sm
         (run / name).unlink()
     shutil.rmtree(run / "front")
     lut_mtime = (run / "lut.json").stat().st_mtime_ns
-    r = _run("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
+    r = run_entry("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"Resuming the search in {run}" in r.stdout
     before = json.loads((tmp / "run" / "result.json").read_text())
@@ -86,14 +74,14 @@ def test_resume_dir_reuses_finished_stages_and_ends_with_the_same_result(moga_sm
     assert (run / "pareto.csv").read_text() == (tmp / "run" / "pareto.csv").read_text()
 
 
-def test_bad_resume_dir_is_one_line(moga_smoke, tmp_path):
-    r = _run("nas.search", tmp_path, f"resume_dir={tmp_path / 'nope'}")
+def test_bad_resume_dir_is_one_line(moga_smoke, tmp_path, run_entry):
+    r = run_entry("nas.search", tmp_path, f"resume_dir={tmp_path / 'nope'}")
     assert r.returncode == 2 and "error: resume_dir:" in r.stderr and "nope" in r.stderr
     tmp, _ = moga_smoke
     run = tmp_path / "corrupt"
     shutil.copytree(tmp / "run", run)
     (run / "supernet.pt").write_bytes(b"not a checkpoint")
     before = (run / "result.json").read_text()
-    r = _run("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
+    r = run_entry("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
     assert r.returncode == 2 and "supernet.pt: not a supernet" in r.stderr.strip().splitlines()[-1]
     assert (run / "result.json").read_text() == before  # earlier output kept
