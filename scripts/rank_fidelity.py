@@ -222,7 +222,7 @@ def parse(argv):
                    help="torch threads (default 1: demo-scale tensors are small, and with other "
                         "processes on this 2-core machine a second OpenMP thread made steps "
                         "several times slower)")
-    p.add_argument("--out", type=Path, default=Path("rank_fidelity.json"),
+    p.add_argument("--out", type=Path, default=Path("runs/rank_fidelity.json"),
                    help="JSON file written with every figure")
     args = p.parse_args(argv)
     for key in ("supernet_epochs", "supernet_batches", "per_path_batch", "recal_steps",
