@@ -2,6 +2,7 @@
 reproduces the reported accuracy), resuming a shrunk run, the lambda sweep, bad config."""
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -20,7 +21,9 @@ from nas.arch import io
 from nas.config import check
 from nas.cost import count
 from nas.data import data_config, make_datamodule
-from nas.methods.atomnas import AtomNASConfig, AtomNASModule, supernet_spec
+from nas.checkpoints import CheckpointError
+from nas.methods.atomnas import (AtomNASConfig, AtomNASModule, check_resume,
+                                 supernet_spec)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,6 +144,33 @@ def test_resume_dir_finishes_a_killed_atomnas_run(atomnas_smoke, tmp_path, run_e
     assert after["method"] == "atomnas" and after["macs"] == before["macs"]
     assert after["val_top1"] == pytest.approx(before["val_top1"], abs=1e-9)
     assert (run / "model.ckpt").is_file() and (run / "flops.csv").is_file()
+
+
+def test_resume_refuses_a_checkpoint_of_another_search(atomnas_smoke, tmp_path):
+    tmp, _ = atomnas_smoke
+    last = tmp / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    supernet = io.loads(ckpt["nas"]["atomnas"]["supernet_yaml"])
+    check_resume(last, supernet)  # its own supernet: accepted
+
+    other = dataclasses.replace(supernet, num_classes=supernet.num_classes + 1)
+    with pytest.raises(CheckpointError, match="another supernet"):
+        check_resume(last, other)
+
+    def broken(edit, name):
+        c = torch.load(last, map_location="cpu", weights_only=True)
+        edit(c)
+        torch.save(c, tmp_path / name)
+        return tmp_path / name
+
+    no_entry = broken(lambda c: c["nas"].pop("atomnas"), "plain.ckpt")
+    with pytest.raises(CheckpointError, match="not an AtomNAS search checkpoint"):
+        check_resume(no_entry, supernet)
+    key = next(k for k in ckpt["state_dict"] if k.startswith("ema_model.") and
+               k.endswith(".weight"))
+    cut = broken(lambda c: c["state_dict"].__setitem__(key, c["state_dict"][key][:1]), "cut.ckpt")
+    with pytest.raises(CheckpointError, match="weight EMA weights do not fit"):
+        check_resume(cut, supernet)
 
 
 def test_bench_atomnas_runs_and_reports_the_ratio(capsys):

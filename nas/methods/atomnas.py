@@ -29,7 +29,7 @@ from nas.arch import io
 from nas.arch.builder import build
 from nas.arch.spec import INIT_SCHEMES, ChainSpec
 from nas.arch.zoo.atomnas import KERNELS, atomnas_supernet
-from nas.checkpoints import CheckpointError
+from nas.checkpoints import CheckpointError, checkpoint_spec, read_checkpoint
 from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
 from nas.config import ConfigError, check, require
 from nas.cost import count
@@ -250,6 +250,29 @@ class AtomNASModule(ClassifierModule):
 # ----------------------------------------------------------------------------- outputs
 
 
+def check_resume(path: Path, supernet: ChainSpec) -> None:
+    """Refuse, before Lightning loads it, a checkpoint that is not of this search: written by
+    another method or training run, of another supernet (method settings or data changed),
+    or with weights that do not fit the shrunk architecture it stores."""
+    ckpt = read_checkpoint(path)
+    stored = checkpoint_spec(ckpt, path)
+    entry = ckpt["nas"].get("atomnas")
+    if not isinstance(entry, dict) or not isinstance(entry.get("supernet_yaml"), str):
+        raise CheckpointError(f"{path}: not an AtomNAS search checkpoint (no 'atomnas' entry); "
+                              f"expected checkpoints/last.ckpt of a `method=atomnas` run")
+    if entry["supernet_yaml"] != io.dumps(supernet):
+        raise CheckpointError(f"{path}: written by a search over another supernet; resume with "
+                              f"the run's own method settings and data (resume_dir=<run dir>)")
+    state = ckpt["state_dict"]
+    for prefix, what in (("model.", "network"), ("ema_model.", "weight EMA")):
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            build(stored).load_state_dict(part)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: {what} weights do not fit the stored architecture "
+                                  f"({str(e).strip().splitlines()[0][:160]})") from None
+
+
 def model_checkpoint(spec: ChainSpec, model: torch.nn.Module, path: Path) -> None:
     """The trained network in the training stage's checkpoint format (nas.checkpoints)."""
     payload = {"nas": {"format": CHECKPOINT_FORMAT, "arch_yaml": io.dumps(spec)},
@@ -326,15 +349,10 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     resume = ckpt_dir / "last.ckpt"
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True)
     trainer = search_trainer(ctx, gradient_clip_val=cfg.optim.grad_clip, callbacks=[last])
+    if resume.is_file():
+        check_resume(resume, spec)
     start = time.time()
-    try:
-        trainer.fit(module, datamodule=datamodule,
-                    ckpt_path=str(resume) if resume.is_file() else None)
-    except (KeyError, RuntimeError) as e:
-        if not resume.is_file():
-            raise
-        raise CheckpointError(f"{resume}: cannot resume this AtomNAS run from it "
-                              f"({str(e).splitlines()[0][:160]})") from None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
     fit_seconds = time.time() - start
     if not trainer.is_global_zero:
         return module.spec, {"rank_zero": False}
