@@ -31,10 +31,9 @@ import warnings
 
 import torch
 
-from nas.arch.spec import INIT_SCHEMES
 from nas.data import make_datamodule
 from nas.methods.fairnas import FairNASModule
-from nas.methods.moga import N_CHOICES, CandidateScorer, demo_setting, init_arg, moga_space
+from nas.methods.moga import N_CHOICES, CandidateScorer, add_demo_arguments, demo_setting, moga_space
 from nas.optim import build_optimizer
 
 
@@ -137,24 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     demo, _, demo_batch, demo_data = demo_setting()
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--width", type=float, default=demo.width,
-                   help="MoGA width multiplier (default: the demo search's, %(default)s)")
-    p.add_argument("--stem-stride", type=int, default=demo.stem_stride, choices=[1, 2],
-                   help="default: the demo search's, %(default)s")
-    p.add_argument("--init", type=init_arg, default=demo.init,
-                   help="weight init of the space: official or one of "
-                        f"{', '.join(INIT_SCHEMES)} (default: the demo search's, %(default)s)")
-    p.add_argument("--per-path-batch", type=int, default=demo_batch,
-                   help="images per path (default: the demo search's, %(default)s)")
+    add_demo_arguments(p, demo, demo_batch)
     p.add_argument("--repeats", type=int, default=7, help="timed repeats of each measurement")
     p.add_argument("--warmup", type=int, default=1, help="untimed FairNAS/single-path rounds")
     p.add_argument("--max-ratio", type=float, default=1.15,
                    help="FairNAS step / sum of its single-path steps must not exceed this")
-    p.add_argument("--recal-steps", type=int, default=demo.recalibration_steps,
-                   help="BN recalibration batches (default: the demo search's, %(default)s)")
-    p.add_argument("--score-batches", type=int, default=demo.score_batches or 2,
-                   help="held-out batches scored (default: the demo search's, %(default)s)")
-    p.add_argument("--score-batch", type=int, default=256, help="held-out batch size")
     p.add_argument("--archs", type=int, default=8, help="architectures per scoring repeat")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: demo-scale tensors are small, and with other "

@@ -42,13 +42,12 @@ import torch
 from torch import nn
 
 from nas.arch.builder import build
-from nas.arch.spec import INIT_SCHEMES
 from nas.cost import count
 from nas.data import make_datamodule
 from nas.files import write_text_atomic
 from nas.methods.fairnas import FairNASModule
 from nas.cost.latency import kendall_tau as kendall_tau_b  # tau-b: ties are common
-from nas.methods.moga import N_CHOICES, CandidateScorer, demo_setting, init_arg, moga_space
+from nas.methods.moga import N_CHOICES, CandidateScorer, add_demo_arguments, demo_setting, moga_space
 from nas.optim import OptimConfig, build_optimizer
 
 
@@ -178,28 +177,15 @@ def parse(argv):
                    help="load this supernet.pt (a state_dict from `python -m nas.search "
                         "method=moga`) instead of training one; give the --width and --stem-stride it was "
                         "trained with (a wrong width is detected, a wrong stem stride is not)")
-    g.add_argument("--width", type=float, default=demo.width,
-                   help="MoGA width multiplier (default: the demo search's, %(default)s)")
-    g.add_argument("--stem-stride", type=int, default=demo.stem_stride, choices=[1, 2],
-                   help="default: the demo search's, %(default)s")
-    g.add_argument("--init", type=init_arg, default=demo.init,
-                   help="weight init of supernet and stand-alone networks: official or one of "
-                        f"{', '.join(INIT_SCHEMES)} (default: the demo search's, %(default)s)")
     g.add_argument("--supernet-epochs", type=int, default=demo_epochs,
                    help="FairNAS epochs when training here (default: the demo search's, "
                         "%(default)s)")
     g.add_argument("--supernet-batches", type=int, default=None,
                    help="FairNAS steps per epoch (default: the whole training part)")
-    g.add_argument("--per-path-batch", type=int, default=demo_batch,
-                   help="images per path (default: the demo search's, %(default)s)")
     g.add_argument("--save-supernet", type=Path, default=None, metavar="PATH",
                    help="write the trained supernet's state_dict here (reusable via --supernet)")
-    g = p.add_argument_group("scoring (as the search)")
-    g.add_argument("--recal-steps", type=int, default=demo.recalibration_steps,
-                   help="BN recalibration batches (default: the demo search's, %(default)s)")
-    g.add_argument("--score-batches", type=int, default=demo.score_batches or 2,
-                   help="held-out batches scored (default: the demo search's, %(default)s)")
-    g.add_argument("--score-batch", type=int, default=256, help="held-out batch size")
+    add_demo_arguments(p.add_argument_group("supernet and scoring (as the search)"), demo,
+                       demo_batch)
     g = p.add_argument_group("stand-alone training")
     g.add_argument("--n", type=int, default=8, help="architectures sampled")
     g.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")

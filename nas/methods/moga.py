@@ -330,3 +330,22 @@ def init_arg(value: str) -> Optional[str]:
     if value not in INIT_SCHEMES:
         raise ArgumentTypeError(f"expected official or one of {', '.join(INIT_SCHEMES)}")
     return value
+
+
+def add_demo_arguments(group, demo: MogaConfig, per_path_batch: int) -> None:
+    """The supernet and scoring flags the MoGA scripts share (bench_fairnas, rank_fidelity),
+    each defaulting to the demo search's value."""
+    group.add_argument("--width", type=float, default=demo.width,
+                       help="MoGA width multiplier (default: the demo search's, %(default)s)")
+    group.add_argument("--stem-stride", type=int, default=demo.stem_stride, choices=[1, 2],
+                       help="default: the demo search's, %(default)s")
+    group.add_argument("--init", type=init_arg, default=demo.init,
+                       help="weight init: official or one of "
+                            f"{', '.join(INIT_SCHEMES)} (default: the demo search's, %(default)s)")
+    group.add_argument("--per-path-batch", type=int, default=per_path_batch,
+                       help="images per path (default: the demo search's, %(default)s)")
+    group.add_argument("--recal-steps", type=int, default=demo.recalibration_steps,
+                       help="BN recalibration batches (default: the demo search's, %(default)s)")
+    group.add_argument("--score-batches", type=int, default=demo.score_batches or 2,
+                       help="held-out batches scored (default: the demo search's, %(default)s)")
+    group.add_argument("--score-batch", type=int, default=256, help="held-out batch size")
