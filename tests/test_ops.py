@@ -10,7 +10,7 @@ from nas.arch.builder import build
 from nas.arch.spec import InvertedResidualSpec, MixedKernelSpec, SandglassSpec, SESpec
 from nas.arch.zoo import get_spec
 from nas.ops.blocks import InvertedResidual, MixedKernel, Sandglass
-from nas.ops.layers import DropPath, make_act, make_norm
+from nas.ops.layers import DropPath, TrimmedConv2d, _unused_taps, make_act, make_norm
 from nas.ops.lightnl import LightNL, lightnl_matmul_macs
 
 NORM = make_norm(1e-5, 0.1)
@@ -141,3 +141,38 @@ def test_unused_bn_is_frozen_and_counted():
     model = build(get_spec("mobilenext_effnet_b0", num_classes=10, input_size=32))
     assert not any(p.requires_grad for p in model.head.unused_bn.parameters())
     assert sum(p.numel() for p in model.head.unused_bn.parameters()) == 2560
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (2, 3), (3, 1), (5, 5), (9, 9)])
+@pytest.mark.parametrize("kernel,stride,groups", [(7, 1, 6), (7, 2, 6), (5, 2, 1), (3, 1, 6),
+                                                  (1, 1, 1)])
+def test_trimmed_conv_equals_conv2d_on_maps_smaller_than_the_kernel(size, kernel, stride, groups):
+    torch.manual_seed(0)
+    full = nn.Conv2d(6, 6, kernel, stride, kernel // 2, groups=groups, bias=True)
+    trimmed = TrimmedConv2d(6, 6, kernel, stride, kernel // 2, groups=groups, bias=True)
+    trimmed.load_state_dict(full.state_dict())
+    x = torch.randn(2, 6, *size, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y, y2 = full(x), trimmed(x2)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    y2.backward(grad)
+    assert y2.shape == y.shape
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(x2.grad, x.grad)
+    torch.testing.assert_close(trimmed.weight.grad, full.weight.grad)  # zeros on unused taps
+    torch.testing.assert_close(trimmed.bias.grad, full.bias.grad)
+
+
+def test_trimmed_conv_skips_the_taps_that_only_see_padding():
+    assert _unused_taps(1, 7, 1, 3) == 3   # 1x1 map: only the centre tap
+    assert _unused_taps(2, 7, 1, 3) == 2   # 2x2 map: the central 3x3
+    assert _unused_taps(2, 7, 2, 3) == 2   # one output reads rows -3..3; 0..1 are real
+    assert _unused_taps(4, 7, 1, 3) == 0
+    assert _unused_taps(1, 1, 1, 0) == 0
+    # a traced graph keeps the full kernel, so an exported model holds at any input size
+    conv = TrimmedConv2d(4, 4, 7, 1, 3, groups=4, bias=False)
+    traced = torch.jit.trace(conv, torch.randn(1, 4, 1, 1))
+    x = torch.randn(1, 4, 9, 9)
+    torch.testing.assert_close(traced(x), nn.functional.conv2d(x, conv.weight, None, 1, 3,
+                                                                groups=4))

@@ -7,6 +7,7 @@ from functools import partial
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Norm = Callable[[int], nn.Module]
@@ -30,13 +31,47 @@ def make_act(name: str) -> nn.Module:
     }[name]()
 
 
+def _unused_taps(size: int, kernel: int, stride: int, padding: int) -> int:
+    """How many kernel taps at each end of one axis only ever multiply zero padding: a tap
+    is used when some output position reads a real input row through it."""
+    out = (size + 2 * padding - kernel) // stride + 1
+    first_used = max(0, padding - (out - 1) * stride)
+    unused_at_end = max(0, kernel - 1 - (padding + size - 1))
+    return min(first_used, unused_at_end)
+
+
+class TrimmedConv2d(nn.Conv2d):
+    """nn.Conv2d that leaves out the outer kernel taps which, at the current input size, only
+    multiply zero padding (a 7x7 kernel on a 2x2 map uses its central 3x3; on 1x1, its centre).
+
+    Outputs and gradients are those of nn.Conv2d (the left-out taps get zero gradient either
+    way), and so are the parameters and state_dict. Why: a 32x32 proxy network reaches 1x1 and
+    2x2 maps, where CPU (oneDNN) depthwise kernels spent most of a training step on padding.
+    Traced and ONNX-exported graphs keep the full kernel, so they hold for any input size.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.padding_mode != "zeros" or isinstance(self.padding, str)
+                or self.dilation != (1, 1) or torch.jit.is_tracing()
+                or torch.onnx.is_in_onnx_export()):
+            return super().forward(x)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        th = _unused_taps(x.shape[-2], kh, sh, ph)
+        tw = _unused_taps(x.shape[-1], kw, sw, pw)
+        if th == 0 and tw == 0:
+            return super().forward(x)
+        weight = self.weight[:, :, th:kh - th, tw:kw - tw]
+        return F.conv2d(x, weight, self.bias, self.stride, (ph - th, pw - tw), 1, self.groups)
+
+
 class ConvBNAct(nn.Sequential):
     """conv (padding k//2) [-> BN] -> act; `bn=None` leaves the BN out."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, *, act: str,
                  norm: Norm | None, groups: int = 1, bias: bool = False, dilation: int = 1):
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, dilation * (kernel // 2),
-                                             dilation=dilation, groups=groups, bias=bias)]
+        layers: list[nn.Module] = [TrimmedConv2d(cin, cout, kernel, stride,
+                                                 dilation * (kernel // 2), dilation=dilation,
+                                                 groups=groups, bias=bias)]
         if norm is not None:
             layers.append(norm(cout))
         layers.append(make_act(act))
