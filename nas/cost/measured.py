@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cost.analytic import Cost
+from nas.ops.layers import full_kernels
 
 _LAYER_OPS = {"convolution", "addmm", "mm"}
 _MATMUL_OPS = {"bmm", "baddbmm"}
@@ -33,7 +34,7 @@ def measure(model: nn.Module, input_size: int, in_channels: int = 3) -> Cost:
     model.eval()
     x = torch.zeros(1, in_channels, input_size, input_size)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), full_kernels(), counter:
         model(x)
     model.train(was_training)
     flops = {str(op).split(".")[1]: n for op, n in counter.get_flop_counts()["Global"].items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from functools import partial
 from typing import Callable
 
@@ -31,6 +32,21 @@ def make_act(name: str) -> nn.Module:
     }[name]()
 
 
+_trimming = True
+
+
+@contextmanager
+def full_kernels():
+    """Run TrimmedConv2d with whole kernels: the MAC convention (and nas.cost.measured, which
+    checks the analytic model against a forward pass) counts every tap, padding included."""
+    global _trimming
+    before, _trimming = _trimming, False
+    try:
+        yield
+    finally:
+        _trimming = before
+
+
 def _unused_taps(size: int, kernel: int, stride: int, padding: int) -> int:
     """How many kernel taps at each end of one axis only ever multiply zero padding: a tap
     is used when some output position reads a real input row through it."""
@@ -51,7 +67,7 @@ class TrimmedConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.padding_mode != "zeros" or isinstance(self.padding, str)
+        if (not _trimming or self.padding_mode != "zeros" or isinstance(self.padding, str)
                 or self.dilation != (1, 1) or torch.jit.is_tracing()
                 or torch.onnx.is_in_onnx_export()):
             return super().forward(x)
