@@ -57,6 +57,12 @@ def check_resume(path: str | Path, spec: ArchSpec) -> None:
             f"resume with the same arch and data")
 
 
+def module_state(ckpt: dict, prefix: str = "model.") -> dict:
+    """The entries of one submodule in a Lightning checkpoint's state_dict, prefix removed
+    ("model." is the network, "ema_model." AtomNAS's weight EMA)."""
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
 def load_weights(path: str | Path, spec: ArchSpec) -> dict:
     """The model weights of a checkpoint of architecture `spec` (for `weights=`: fine-tuning
     or evaluating a searched network, e.g. AtomNAS's model.ckpt)."""
@@ -65,8 +71,7 @@ def load_weights(path: str | Path, spec: ArchSpec) -> dict:
     if stored != spec:
         raise CheckpointError(f"{path}: checkpoint holds architecture {stored.name!r}, but this "
                               f"run builds {spec.name!r}; pass the arch.yaml saved beside it")
-    prefix = "model."
-    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    return module_state(ckpt)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, ArchSpec]:
@@ -75,10 +80,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, ArchSpec]:
     ckpt = read_checkpoint(path)
     spec = checkpoint_spec(ckpt, path)
     model = build(spec)
-    prefix = "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(module_state(ckpt))
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the stored architecture "
                               f"({str(e).splitlines()[0][:160]})") from None

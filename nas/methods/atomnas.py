@@ -29,7 +29,7 @@ from nas.arch import io
 from nas.arch.builder import build
 from nas.arch.spec import INIT_SCHEMES, ChainSpec
 from nas.arch.zoo.atomnas import KERNELS, atomnas_supernet
-from nas.checkpoints import CheckpointError, checkpoint_spec, read_checkpoint
+from nas.checkpoints import CheckpointError, checkpoint_spec, module_state, read_checkpoint
 from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
 from nas.config import ConfigError, check, require
 from nas.cost import count
@@ -263,11 +263,9 @@ def check_resume(path: Path, supernet: ChainSpec) -> None:
     if entry["supernet_yaml"] != io.dumps(supernet):
         raise CheckpointError(f"{path}: written by a search over another supernet; resume with "
                               f"the run's own method settings and data (resume_dir=<run dir>)")
-    state = ckpt["state_dict"]
     for prefix, what in (("model.", "network"), ("ema_model.", "weight EMA")):
-        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         try:
-            build(stored).load_state_dict(part)
+            build(stored).load_state_dict(module_state(ckpt, prefix))
         except RuntimeError as e:
             raise CheckpointError(f"{path}: {what} weights do not fit the stored architecture "
                                   f"({str(e).strip().splitlines()[0][:160]})") from None
