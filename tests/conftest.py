@@ -23,3 +23,20 @@ def _run_entry(module, tmp_path, *overrides, run_dir="run"):
 def run_entry():
     """Runs a Hydra entry point (nas.search, nas.train) in a subprocess."""
     return _run_entry
+
+
+@pytest.fixture(scope="session")
+def smoke_search(tmp_path_factory, run_entry):
+    """`python -m nas.search method=<name> budget=smoke`, run once per method and session;
+    returns (tmp dir holding run/, completed process)."""
+    done = {}
+
+    def run(method):
+        if method not in done:
+            tmp = tmp_path_factory.mktemp(method)
+            r = run_entry("nas.search", tmp, f"method={method}", "budget=smoke")
+            assert r.returncode == 0, r.stderr[-3000:]
+            done[method] = (tmp, r)
+        return done[method]
+
+    return run

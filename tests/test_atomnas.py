@@ -29,11 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def atomnas_smoke(tmp_path_factory, run_entry):
-    tmp = tmp_path_factory.mktemp("atomnas")
-    r = run_entry("nas.search", tmp, "method=atomnas", "budget=smoke")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return tmp, r
+def atomnas_smoke(smoke_search):
+    return smoke_search("atomnas")
 
 
 def test_smoke_search_shrinks_and_writes_every_output(atomnas_smoke):

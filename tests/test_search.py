@@ -12,11 +12,8 @@ from nas.cost import count
 
 
 @pytest.fixture(scope="module")
-def moga_smoke(tmp_path_factory, run_entry):
-    tmp = tmp_path_factory.mktemp("moga")
-    r = run_entry("nas.search", tmp, "method=moga", "budget=smoke")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return tmp, r
+def moga_smoke(smoke_search):
+    return smoke_search("moga")
 
 
 def test_moga_smoke_writes_every_output(moga_smoke):
