@@ -29,6 +29,10 @@ class NonFiniteLoss(RuntimeError):
 
 
 class ClassifierModule(pl.LightningModule):
+    # The layout of 4-D weights; nas.memory_format.MemoryFormat sets it at setup, and layers
+    # built during training (AtomNAS shrinking) follow it.
+    memory_format = torch.contiguous_format
+
     def __init__(self, spec: ArchSpec, optim: OptimConfig, *, batch_size: int,
                  bn_recalibration_steps: int = 0, drop_path_ramp: bool = False):
         super().__init__()

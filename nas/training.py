@@ -32,6 +32,7 @@ from nas.data import DataError, data_config, make_datamodule
 from nas.ema import TFEMA
 from nas.export import export_onnx
 from nas.files import write_text_atomic
+from nas.memory_format import MEMORY_FORMATS, MemoryFormat
 from nas.optim import OptimConfig
 
 # Bad input: reported as one line and exit status 2 by the command-line entry points.
@@ -73,8 +74,11 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     check_val_every_n_epoch: int = 1
     enable_progress_bar: bool = True
+    memory_format: str = "auto"  # auto (channels_last on the CPU) | channels_last | contiguous
 
     def __post_init__(self) -> None:
+        require(self.memory_format in MEMORY_FORMATS, "memory_format",
+                f"one of {', '.join(MEMORY_FORMATS)}", self.memory_format)
         require(self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "accelerator",
                 "one of auto, cpu, gpu, cuda, mps", self.accelerator)
         require(self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1),
@@ -180,7 +184,8 @@ def _fit(cfg, spec, datamodule, run, budget, trainer_cfg, logger_cfg, optim,
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
                            save_last=True, auto_insert_metric_name=False)
-    callbacks: list = [best]
+    # The layout first: weight averaging copies the module at its own setup.
+    callbacks: list = [MemoryFormat(trainer_cfg.memory_format), best]
     if optim.ema_decay and not run.evaluate_only:
         callbacks.append(TFEMA(optim.ema_decay))
     sync_bn = trainer_cfg.sync_batchnorm

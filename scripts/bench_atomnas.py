@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from nas.config import check
 from nas.cost import count
 from nas.data import data_config, make_datamodule
+from nas.memory_format import MemoryFormat
 from nas.methods.atomnas import AtomNASConfig, AtomNASModule, supernet_spec
 from nas.search.runner import method_setting
 
@@ -64,7 +65,7 @@ def fit(module: AtomNASModule, datamodule, epochs: int,
     trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches or 1.0,
                          accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, callbacks=[timer])
+                         num_sanity_val_steps=0, callbacks=[MemoryFormat(), timer])
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     return time.perf_counter() - start, timer

@@ -32,6 +32,7 @@ import warnings
 import torch
 
 from nas.data import make_datamodule
+from nas.memory_format import set_memory_format
 from nas.methods.fairnas import FairNASModule
 from nas.methods.moga import N_CHOICES, CandidateScorer, add_demo_arguments, demo_setting, moga_space
 from nas.optim import build_optimizer
@@ -87,6 +88,7 @@ def bench_step(args, dm, space) -> tuple[float, float, list[float], list[float]]
     torch.manual_seed(0)
     optim_cfg = args.optim
     module = FairNASModule(space, optim_cfg, batch_size=args.per_path_batch, seed=0)
+    set_memory_format(module, "auto", torch.device("cpu"))  # as nas.search lays it out
     module.train()
     opt, _ = build_optimizer(module.supernet, optim_cfg, batch_size=args.per_path_batch,
                              steps_per_epoch=1000, max_epochs=1)
@@ -119,6 +121,7 @@ def bench_scoring(args, space) -> tuple[float, list[float]]:
     held = list(itertools.islice(held_loader, args.score_batches))
     torch.manual_seed(0)
     module = FairNASModule(space, args.optim, batch_size=args.per_path_batch)
+    set_memory_format(module, "auto", torch.device("cpu"))
     scorer = CandidateScorer(module.supernet, recal, held, torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
     scorer.accuracy(space.sample(g))  # warm-up

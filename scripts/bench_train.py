@@ -28,6 +28,7 @@ from nas.arch.zoo import get_spec
 from nas.classifier import ClassifierModule
 from nas.config import check
 from nas.data import make_datamodule
+from nas.memory_format import MemoryFormat, set_memory_format
 from nas.optim import OptimConfig, build_optimizer
 
 
@@ -61,6 +62,7 @@ class _Batches:
 def plain_loop(spec, optim_cfg, batches, warmup: int) -> float:
     torch.manual_seed(0)
     model = build(spec).train()
+    set_memory_format(model, "auto", torch.device("cpu"))  # as the training stage lays it out
     opt, sched = build_optimizer(model, optim_cfg, batch_size=len(batches[0][1]),
                                  steps_per_epoch=len(batches), max_epochs=1)
     criterion = nn.CrossEntropyLoss(label_smoothing=optim_cfg.label_smoothing)
@@ -80,7 +82,7 @@ def framework(spec, optim_cfg, batches, warmup: int, progress_bar: bool) -> floa
     torch.manual_seed(0)
     module = ClassifierModule(spec, optim_cfg, batch_size=len(batches[0][1]))
     timer = _Timer(warmup)
-    callbacks = [timer] + ([RichProgressBar(leave=False)] if progress_bar else [])
+    callbacks = [MemoryFormat(), timer] + ([RichProgressBar(leave=False)] if progress_bar else [])
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False,
                          enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=progress_bar, limit_val_batches=0,

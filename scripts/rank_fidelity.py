@@ -45,6 +45,7 @@ from nas.arch.builder import build
 from nas.cost import count
 from nas.data import make_datamodule
 from nas.files import write_text_atomic
+from nas.memory_format import MemoryFormat, set_memory_format
 from nas.methods.fairnas import FairNASModule
 from nas.cost.latency import kendall_tau as kendall_tau_b  # tau-b: ties are common
 from nas.methods.moga import N_CHOICES, CandidateScorer, add_demo_arguments, demo_setting, moga_space
@@ -74,7 +75,8 @@ def train_supernet(space, args, train_loader) -> tuple[torch.nn.Module, float, f
                          limit_train_batches=args.supernet_batches or 1.0, limit_val_batches=0,
                          accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, default_root_dir=str(args.out.parent))
+                         num_sanity_val_steps=0, default_root_dir=str(args.out.parent),
+                         callbacks=[MemoryFormat()])
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader)
     # The last step's loss per path: ln(10) = 2.30 means the supernet predicts nothing.
@@ -120,6 +122,7 @@ def standalone(spec, args, train_loader, eval_batches, seed: int) -> tuple[float
     """Train from scratch (same seed and data order for every candidate); held-out top-1."""
     torch.manual_seed(seed)
     model = build(spec)
+    set_memory_format(model, "auto", torch.device("cpu"))
     # Every candidate sees the same batches and crops: reset the loader's shuffling generator
     # and, since building consumes a spec-dependent amount of it, the global RNG (crops).
     train_loader.generator.manual_seed(seed)
@@ -264,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
              for x, y in itertools.islice(fair_train, args.recal_steps)]
     score_dm = data(args.score_batch)
     _, held_loader = score_dm.search_dataloaders()
+    set_memory_format(supernet, "auto", torch.device("cpu"))  # as the search scores
     scorer = CandidateScorer(supernet, recal, list(itertools.islice(held_loader,
                                                                     args.score_batches)),
                              torch.device("cpu"))

@@ -21,6 +21,7 @@ from nas.arch import io
 from nas.config import check
 from nas.cost import count
 from nas.data import data_config, make_datamodule
+from nas.memory_format import MemoryFormat, is_channels_last
 from nas.checkpoints import CheckpointError
 from nas.methods.atomnas import (AtomNASConfig, AtomNASModule, check_resume,
                                  supernet_spec)
@@ -77,8 +78,20 @@ def _trainer(tmp_path, epochs):
     return pl.Trainer(max_epochs=epochs, limit_train_batches=3, limit_val_batches=1,
                       logger=False, enable_progress_bar=False, enable_model_summary=False,
                       num_sanity_val_steps=0, accelerator="cpu", default_root_dir=str(tmp_path),
-                      callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True,
+                      callbacks=[MemoryFormat("channels_last"),
+                                 ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True,
                                                  save_top_k=0)])
+
+
+def _assert_channels_last(module, optimizer):
+    """Rebuilt layers follow the trainer's layout: weights, their EMA and optimizer state."""
+    weights = [p for p in module.model.parameters() if p.dim() == 4]
+    assert weights and all(is_channels_last(p) for p in weights)
+    assert all(is_channels_last(p) for p in module.ema_model.parameters() if p.dim() == 4)
+    for p in weights:
+        for v in optimizer.state[p].values():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape:
+                assert v.stride() == p.stride()
 
 
 def test_resume_after_shrink_rebuilds_the_shrunk_network(tmp_path):
@@ -91,6 +104,7 @@ def test_resume_after_shrink_rebuilds_the_shrunk_network(tmp_path):
     assert sum(p.numel() for p in module.model.parameters()) == count(shrunk).params
     assert {k: v.shape for k, v in module.ema_model.state_dict().items()} == \
         {k: v.shape for k, v in module.model.state_dict().items()}
+    _assert_channels_last(module, module.trainer.optimizers[0])
     ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert io.loads(ckpt["nas"]["arch_yaml"]) == shrunk
 
@@ -102,6 +116,7 @@ def test_resume_after_shrink_rebuilds_the_shrunk_network(tmp_path):
     assert sum(p.numel() for p in resumed.model.parameters()) == count(resumed.spec).params
     opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert opt_params == {id(p) for p in resumed.model.parameters()}
+    _assert_channels_last(resumed, trainer.optimizers[0])
     assert [h["epoch"] for h in resumed.history][:len(module.history)] == \
         [h["epoch"] for h in module.history]
 

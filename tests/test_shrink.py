@@ -14,6 +14,7 @@ from nas.arch.spec import (BatchNormSpec, ChainSpec, ConvSpec, HeadSpec, MixedKe
                            SESpec)
 from nas.arch.validate import validate
 from nas.cost import count
+from nas.memory_format import is_channels_last
 from nas.optim import RMSpropTF
 from nas.supernet.shrink import shrink_chain
 
@@ -215,6 +216,28 @@ def test_optimizer_state_follows(make_opt):
     model(x).square().mean().backward()
     opt.step()
     assert not torch.equal(model.blocks[2].expand[0].weight.detach(), w)
+
+
+def test_rebuilt_blocks_and_their_optimizer_state_keep_the_memory_format():
+    spec, model, keep, x = setup(seed=6)
+    model.to(memory_format=torch.channels_last)
+    opt = RMSpropTF(list(model.parameters()), lr=0.01, momentum=0.9)
+    model.train()
+    model(x).square().mean().backward()
+    opt.step()
+    model.eval()
+    kill(model, keep)
+    ref = model(x)
+
+    shrink_chain(model, spec, keep, optimizers=[opt], memory_format=torch.channels_last)
+
+    for i in keep:
+        weights = [p for p in model.blocks[i].parameters() if p.dim() == 4]
+        assert weights and all(is_channels_last(p) for p in weights), i
+        for p in weights:
+            assert all(v.stride() == p.stride() for v in opt.state[p].values()
+                       if isinstance(v, torch.Tensor) and v.shape == p.shape), i
+    assert torch.allclose(model(x), ref, atol=1e-10, rtol=0)
 
 
 def test_ema_copy_gets_the_same_structure():

@@ -159,6 +159,7 @@ def test_missing_data_root_names_path_and_layout(tmp_path):
 @pytest.mark.parametrize("override,needle", [
     ("budget.epochs=0", "budget.epochs"), ("optim.lr=-1", "optim.lr"),
     ("data.batch_size=abc", "data.batch_size"), ("trainer.precision=8", "trainer.precision"),
+    ("trainer.memory_format=nhwc", "trainer.memory_format"),
     ("+optim.bogus=1", "optim.bogus"),
 ])
 def test_invalid_config_values_rejected_before_work(tmp_path, override, needle):

@@ -209,8 +209,9 @@ class AtomNASModule(ClassifierModule):
         old = self.spec
         opts = [self.optimizers(use_pl_optimizer=False)] if self._trainer is not None else []
         before = time.time()
-        new = shrink_chain(self.model, old, keep, optimizers=opts)
-        shrink_chain(self.ema_model, old, keep)
+        new = shrink_chain(self.model, old, keep, optimizers=opts,
+                           memory_format=self.memory_format)
+        shrink_chain(self.ema_model, old, keep, memory_format=self.memory_format)
         self._set_spec(new)
         log.info("shrink at epoch %d: %.2f M -> %.2f M MACs (%.2f s)", self.current_epoch,
                  count(old).macs / 1e6, self.cost.macs / 1e6, time.time() - before)
@@ -241,7 +242,7 @@ class AtomNASModule(ClassifierModule):
         """Rebuild the shrunk network before Lightning loads its weights."""
         stored = io.loads(checkpoint["nas"]["arch_yaml"])
         if stored != self.spec:
-            self.model = build(stored)
+            self.model = build(stored).to(memory_format=self.memory_format)
             self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
             self._set_spec(stored)
         self.history = json.loads(checkpoint["nas"].get("atomnas", {}).get("history", "[]"))

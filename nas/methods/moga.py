@@ -28,6 +28,7 @@ from nas.cost import count
 from nas.cost.latency import LatencyTable, lut_report
 from nas.data import make_datamodule
 from nas.files import save_figure, write_atomic, write_text_atomic
+from nas.memory_format import set_memory_format
 from nas.methods.fairnas import FairNASModule
 from nas.optim import OptimConfig
 from nas.search.nsga import NSGAConfig, run_nsga
@@ -221,7 +222,10 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
         if not rank_zero:
             return space.template, {"rank_zero": False}
         write_atomic(saved, lambda f: torch.save(module.supernet.state_dict(), f), binary=True)
+    # Scoring runs on the CPU: there the trainer's memory format (auto: channels-last) makes
+    # every candidate's recalibration and evaluation faster.
     supernet = module.supernet.cpu()
+    set_memory_format(supernet, ctx.trainer.memory_format, torch.device("cpu"))
 
     start = time.time()
     table = _latency_table(space, cfg.lut, run_dir / "lut.json")

@@ -19,6 +19,7 @@ from nas.arch import io
 from nas.config import ConfigError, check
 from nas.data import LoaderConfig, data_config
 from nas.files import write_text_atomic
+from nas.memory_format import MemoryFormat
 from nas.training import BudgetConfig, LoggerConfig, TrainerConfig
 
 # method name -> "module:function"; the function takes (method cfg, SearchContext) and
@@ -41,7 +42,8 @@ class SearchContext:
 
 def search_trainer(ctx: SearchContext, **overrides) -> pl.Trainer:
     """A Lightning Trainer from the shared trainer, budget and logger groups (CSV log in the
-    run directory, no sanity validation); a method adds or overrides arguments."""
+    run directory, no sanity validation, the trainer's memory format); a method adds or
+    overrides arguments, and its callbacks come after the memory format's."""
     t, b = ctx.trainer, ctx.budget
     kwargs = dict(
         default_root_dir=str(ctx.run_dir), max_epochs=b.epochs,
@@ -51,8 +53,9 @@ def search_trainer(ctx: SearchContext, **overrides) -> pl.Trainer:
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False, num_sanity_val_steps=0,
         logger=CSVLogger(str(ctx.run_dir), name="csv", version="") if ctx.logger.csv else False)
+    callbacks = [MemoryFormat(t.memory_format), *overrides.pop("callbacks", [])]
     kwargs.update(overrides)
-    return pl.Trainer(**kwargs)
+    return pl.Trainer(callbacks=callbacks, **kwargs)
 
 
 def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:

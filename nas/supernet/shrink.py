@@ -138,14 +138,16 @@ def _fold_shift(block: MixedKernel, plan: _Plan) -> torch.Tensor:
     return shift
 
 
-def _rebuild(block: MixedKernel, plan: _Plan, cin: int, fold: bool
+def _rebuild(block: MixedKernel, plan: _Plan, cin: int, fold: bool,
+             memory_format: torch.memory_format
              ) -> tuple[nn.Module, list[tuple[nn.Parameter, nn.Parameter, Slice]]]:
     """New block from the new spec, loaded with the sliced tensors of the old one; also returns
     (old param, new param, slice) for every parameter, for the optimizer states."""
     p = block.drop_path.p if hasattr(block.drop_path, "p") else 0.0
     new = BLOCKS[MixedKernelSpec](plan.spec, cin, norm=_norm_of(block), drop_path=p)
     ref = next(block.parameters())
-    new.to(device=ref.device, dtype=ref.dtype).train(block.training)
+    new.to(device=ref.device, dtype=ref.dtype, memory_format=memory_format)
+    new.train(block.training)
     if new.is_identity:
         return new, []
     rule = _slicers(plan)
@@ -168,8 +170,9 @@ def _rebuild(block: MixedKernel, plan: _Plan, cin: int, fold: bool
 
 def _move_optimizer_state(opt: torch.optim.Optimizer, old_params: list[nn.Parameter],
                           pairs: list[tuple[nn.Parameter, nn.Parameter, Slice]]) -> None:
-    """Swap old params for new ones in the param groups and slice their state tensors; old
-    params without a new counterpart (removed groups, identity blocks) leave the optimizer."""
+    """Swap old params for new ones in the param groups and slice their state tensors (laid out
+    like the new param); old params without a new counterpart (removed groups, identity
+    blocks) leave the optimizer."""
     by_id = {id(old): (new, fn) for old, new, fn in pairs}
     gone = {id(old) for old in old_params}
     for group in opt.param_groups:
@@ -179,15 +182,16 @@ def _move_optimizer_state(opt: torch.optim.Optimizer, old_params: list[nn.Parame
         if old not in opt.state:
             continue
         state = opt.state.pop(old)
-        opt.state[new] = {k: fn(v) if isinstance(v, torch.Tensor) and v.shape == old.shape
+        opt.state[new] = {k: torch.empty_like(new).copy_(fn(v))
+                          if isinstance(v, torch.Tensor) and v.shape == old.shape
                           else v for k, v in state.items()}
     for old in old_params:
         opt.state.pop(old, None)
 
 
 def shrink_chain(model: nn.Module, spec: ChainSpec, keep: Mapping[int, Sequence[torch.Tensor]],
-                 *, optimizers: Iterable[torch.optim.Optimizer] = (), fold: bool = True
-                 ) -> ChainSpec:
+                 *, optimizers: Iterable[torch.optim.Optimizer] = (), fold: bool = True,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> ChainSpec:
     """Remove atoms physically; returns the new spec (the input spec is not modified).
 
     keep maps a block index (into spec.blocks / model.blocks) to one 1-D bool tensor per
@@ -199,9 +203,10 @@ def shrink_chain(model: nn.Module, spec: ChainSpec, keep: Mapping[int, Sequence[
     A group left without atoms gets hidden 0 (later groups shift down in dws); a block left
     without atoms gets all-zero hidden and becomes the identity. Each changed block is
     rebuilt from its new spec (same BN eps/momentum and drop-path rate, same device, dtype
-    and train/eval mode) and loaded with the kept rows/columns of the expand conv and BN,
-    dw convs and BNs, projection conv inputs, and SE input/output channels. `model.spec` is
-    updated when the model has one.
+    and train/eval mode; weights laid out in `memory_format`, see nas.memory_format) and
+    loaded with the kept rows/columns of the expand conv and BN, dw convs and BNs,
+    projection conv inputs, and SE input/output channels. `model.spec` is updated when the
+    model has one.
 
     fold subtracts the removed atoms' constant contribution, W_proj[:, r] @ act(dw_bn.bias[r]),
     from the projection BN's running_mean (official AtomNAS): exact in eval mode for atoms
@@ -239,7 +244,8 @@ def shrink_chain(model: nn.Module, spec: ChainSpec, keep: Mapping[int, Sequence[
     old_params, pairs = [], []
     for plan in plans:
         old_params.extend(model.blocks[plan.index].parameters())
-        new, block_pairs = _rebuild(model.blocks[plan.index], plan, cins[plan.index], fold)
+        new, block_pairs = _rebuild(model.blocks[plan.index], plan, cins[plan.index], fold,
+                                     memory_format)
         model.blocks[plan.index] = new
         blocks[plan.index] = plan.spec
         pairs.extend(block_pairs)
