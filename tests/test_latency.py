@@ -191,3 +191,18 @@ def test_stats_from_a_loaded_table_are_complete(table, tmp_path):
     table.save(tmp_path / "lut.json")
     stats = next(iter(LatencyTable.load(tmp_path / "lut.json").entries.values()))
     assert isinstance(stats, LatencyStats) and isinstance(stats.input_shape, tuple)
+
+
+def test_latency_is_timed_with_whole_kernels_as_exported():
+    """TrimmedConv2d's tap trimming is a training shortcut: timed forwards run whole kernels."""
+    from nas.ops import layers
+
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(layers._trimming)
+            return x
+
+    measure_latency(Probe(), (1, 3, 8, 8), warmup=1, repeats=2)
+    assert seen == [False] * 3 and layers._trimming

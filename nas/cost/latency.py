@@ -42,6 +42,7 @@ from nas.arch.io import to_dict
 from nas.arch.shapes import conv_out, iter_blocks, last_channels
 from nas.arch.spec import ChainSpec
 from nas.files import write_text_atomic
+from nas.ops.layers import full_kernels
 
 if TYPE_CHECKING:
     from nas.supernet.chain import ChainSearchSpace
@@ -166,6 +167,14 @@ def _check_device(device: torch.device | str) -> torch.device:
     return dev
 
 
+@contextlib.contextmanager
+def _as_deployed():
+    """Timed forwards run as an exported network does: in inference mode with whole kernels
+    (TrimmedConv2d's tap trimming is a training-time shortcut that ONNX graphs do not have)."""
+    with torch.inference_mode(), full_kernels():
+        yield
+
+
 def measure_latency(module: nn.Module, input_shape: Iterable[int], *,
                     device: torch.device | str = "cpu", threads: int | None = None,
                     warmup: int = 10, repeats: int = 50, clock: str = "wall") -> LatencyStats:
@@ -197,7 +206,7 @@ def measure_latency(module: nn.Module, input_shape: Iterable[int], *,
         now = clock_fn(clock, dev, used_threads)
         module.to(dev).eval()
         times = []
-        with torch.inference_mode():
+        with _as_deployed():
             x = torch.randn(shape, device=dev)
             for _ in range(warmup):
                 module(x)
@@ -765,7 +774,7 @@ def _time_chain(modules: Sequence[nn.Module], x: torch.Tensor, *, warmup: int,
     """
     cuda = x.device.type == "cuda"
     out = []
-    with torch.inference_mode(), (torch.cuda.device(x.device) if cuda
+    with _as_deployed(), (torch.cuda.device(x.device) if cuda
                                   else contextlib.nullcontext()):
         for r in range(warmup + repeats):
             y = x
@@ -877,7 +886,7 @@ def _time_models(models: Sequence[nn.Module], x: torch.Tensor, *, warmup: int, r
     cuda = x.device.type == "cuda"
     counts = [repeats // rounds + (r < repeats % rounds) for r in range(rounds)]
     times: list[list[float]] = [[] for _ in models]
-    with torch.inference_mode():
+    with _as_deployed():
         for count in counts:
             for k, model in enumerate(models):
                 for r in range(warmup + count):
