@@ -775,7 +775,7 @@ def _time_chain(modules: Sequence[nn.Module], x: torch.Tensor, *, warmup: int,
     cuda = x.device.type == "cuda"
     out = []
     with _as_deployed(), (torch.cuda.device(x.device) if cuda
-                                  else contextlib.nullcontext()):
+                          else contextlib.nullcontext()):
         for r in range(warmup + repeats):
             y = x
             if cuda:
