@@ -1,7 +1,8 @@
 """ClassifierModule: stand-alone training of any ArchSpec with Lightning.
 
 The checkpoint stores the spec (YAML) beside the weights, so a checkpoint alone rebuilds
-and evaluates its model (`load_classifier`).
+and evaluates its model (`nas.checkpoints.load_model`). What a network family adds to training (DARTS's
+auxiliary loss and drop-path ramp) lives with the network (`nas.ops.network.Network`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from nas.arch import io
 from nas.arch.builder import build
 from nas.arch.spec import ArchSpec
 from nas.cost import count
+from nas.ops.network import Network
 from nas.optim import OptimConfig, build_optimizer
 from nas.supernet.bn import recalibrate_bn
-
-AUX_WEIGHT = 0.4  # DARTS auxiliary-head loss weight (official train.py)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -34,14 +34,13 @@ class ClassifierModule(pl.LightningModule):
     memory_format = torch.contiguous_format
 
     def __init__(self, spec: ArchSpec, optim: OptimConfig, *, batch_size: int,
-                 bn_recalibration_steps: int = 0, drop_path_ramp: bool = False):
+                 bn_recalibration_steps: int = 0, model: Network | None = None):
         super().__init__()
         self.spec = spec
         self.optim_cfg = optim
         self.batch_size = batch_size
         self.bn_recalibration_steps = bn_recalibration_steps
-        self.drop_path_ramp = drop_path_ramp
-        self.model = build(spec)
+        self.model = build(spec) if model is None else model  # a supernet trains as `model`
         self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
         n = spec.num_classes
         self.metrics = nn.ModuleDict({
@@ -54,20 +53,11 @@ class ClassifierModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
-        if self.drop_path_ramp and hasattr(self.model, "drop_path_prob"):
-            # DARTS ramps its drop-path probability linearly over training.
-            epochs = max(1, self.trainer.max_epochs or 1)
-            self.model.drop_path_prob = self.spec.drop_path * self.current_epoch / epochs
+        self.model.start_epoch(self.current_epoch, max(1, self.trainer.max_epochs or 1))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        out = self.model(x)
-        if isinstance(out, tuple):
-            logits, aux = out
-            loss = self.criterion(logits, y) + AUX_WEIGHT * self.criterion(aux, y)
-        else:
-            logits = out
-            loss = self.criterion(logits, y)
+        loss = self.model.training_loss(self.model(x), y, self.criterion)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"non-finite training loss ({loss.item()}) at epoch "
                                 f"{self.current_epoch}, step {self.global_step}; lower optim.lr "

@@ -22,8 +22,10 @@ class ConfigError(ValueError):
 
 def check(schema: type[T], cfg: Mapping[str, Any] | DictConfig, prefix: str) -> T:
     """Validate `cfg` against the dataclass `schema`; return the schema instance."""
-    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
     try:
+        # Interpolations (data.seed: ${seed}) are resolved against the whole config first.
+        node = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)) \
+            if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:

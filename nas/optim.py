@@ -98,25 +98,26 @@ class RMSpropTF(torch.optim.Optimizer):
 class OptimConfig:
     """Schema of the `optim` config group (one schema for every recipe; see conf/optim/)."""
 
+    # The defaults are conf/optim/sgd_cosine.yaml, the training stage's default recipe.
     name: str = "sgd"                       # "sgd" | "rmsprop_tf"
-    lr: float = 0.1                         # base lr for lr_reference_batch images
-    lr_reference_batch: int = 256           # actual lr = lr * batch_size / lr_reference_batch
+    lr: float = 0.5                         # base lr for lr_reference_batch images
+    lr_reference_batch: int = 512           # actual lr = lr * batch_size / lr_reference_batch
     momentum: float = 0.9
-    nesterov: bool = False                  # sgd only
+    nesterov: bool = True                   # sgd only
     alpha: float = 0.9                      # rmsprop_tf: decay of the squared-gradient average
     eps: float = 1e-3                       # rmsprop_tf: inside the sqrt
-    weight_decay: float = 0.0               # L2 coefficient added to the gradient
-    no_weight_decay_on_bn_and_bias: bool = False
+    weight_decay: float = 1e-5              # L2 coefficient added to the gradient
+    no_weight_decay_on_bn_and_bias: bool = True
     schedule: str = "cosine"                # "cosine" | "step_exp" | "constant"
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 3.0
     # Linear warm-up from lr*factor to lr. null: start from the unscaled reference lr,
     # factor = min(1, lr_reference_batch / batch_size) (MnasNet/AtomNAS/AutoNL recipe).
-    warmup_start_factor: float | None = 0.0
+    warmup_start_factor: float | None = 2e-4
     decay_rate: float = 0.97                # step_exp: lr *= decay_rate every decay_epochs
     decay_epochs: float = 2.4
-    min_lr: float = 0.0                     # cosine floor (absolute, not batch-scaled)
+    min_lr: float = 1e-5                    # cosine floor (absolute, not batch-scaled)
     grad_clip: float | None = None          # max global grad norm; null = off
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     ema_decay: float | None = None          # weight EMA decay; null = off
 
     def __post_init__(self) -> None:

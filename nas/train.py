@@ -4,31 +4,71 @@
     python -m nas.train arch=file arch.path=runs/.../arch.yaml data=cifar10 data.root=...
     python -m nas.train -m arch=moga_a,moga_b,moga_c hydra/launcher=joblib
 
+A thin wrapper over `nas.training.train_from_config` (the library works without Hydra).
 Every config group is checked before any work starts; bad input ends with one line on
-stderr and exit status 2, and never touches an earlier run's files. The work itself is in
-nas.training (importable, so multirun launchers can pickle it).
+stderr and exit status 2, and never touches an earlier run's files.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from nas.config import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def searched_recipe(arch_path: str) -> str:
+    """The paper recipe of the method that searched `arch_path` (`recipe` in the result.json
+    its search wrote beside it), as a `recipe=` option such as `paper/moga_a`."""
+    result = Path(arch_path).parent / "result.json"
+    how = ("choose one with recipe=paper/<zoo name> (the recipes are conf/recipe/paper/*.yaml, "
+           "e.g. recipe=paper/moga_a)")
+    try:
+        name = json.loads(result.read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if not isinstance(name, str) or not (CONF_DIR / "recipe" / "paper" / f"{name}.yaml").is_file():
+        raise ConfigError(f"budget=paper: {arch_path} is a searched architecture with no paper "
+                          f"recipe recorded in {result}; {how}")
+    return f"paper/{name}"
+
+
+def with_paper_recipe(cfg: DictConfig) -> DictConfig:
+    """`budget=paper arch=file` without `recipe=`: the config recomposed with the recipe its
+    search recorded (values on the command line still win); any other config as it is."""
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    if (choices.get("budget"), choices.get("arch"), choices.get("recipe")) != \
+            ("paper", "file", "paper/file"):
+        return cfg
+    recipe = searched_recipe(cfg.arch.get("path") or "")
+    print(f"budget=paper: training with recipe={recipe}, the recipe of its search")
+    return hydra.compose(config_name="train",
+                         overrides=[*hydra_cfg.overrides.task, f"recipe={recipe}"])
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from nas.training import USER_ERRORS, train
+    from nas.console import quiet_third_party
+    quiet_third_party()
+    from nas.training import USER_ERRORS, print_summary, train_from_config
 
     try:
-        metrics = train(cfg)
+        metrics = train_from_config(with_paper_recipe(cfg),
+                                    Path(HydraConfig.get().runtime.output_dir))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if metrics is None:  # not rank zero
+        return None
+    print_summary(metrics)
     return metrics.get("best_val_top1")
 
 

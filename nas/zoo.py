@@ -9,6 +9,7 @@ import sys
 
 from nas.arch import io
 from nas.arch.zoo import ZOO, UnknownArch, get_spec
+from nas.console import quiet_third_party
 from nas.cost import count
 
 
@@ -48,6 +49,7 @@ def _print_table(data: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party()
     p = argparse.ArgumentParser(prog="python -m nas.zoo", description=__doc__)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     sub = p.add_subparsers(dest="cmd")

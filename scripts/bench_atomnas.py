@@ -23,8 +23,10 @@ import argparse
 import dataclasses
 import statistics
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
@@ -32,9 +34,9 @@ from omegaconf import OmegaConf
 from nas.config import check
 from nas.cost import count
 from nas.data import data_config, make_datamodule
-from nas.memory_format import MemoryFormat
 from nas.methods.atomnas import AtomNASConfig, AtomNASModule, supernet_spec
-from nas.search.runner import method_setting
+from nas.methods.base import method_setting
+from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
 class StepTimer(pl.Callback):
     """Wall time of every training step, keyed by the MACs of the network that ran it."""
@@ -65,10 +67,12 @@ def demo_config(width: float | None, lam_scale: float | None,
 def fit(module: AtomNASModule, datamodule, epochs: int,
         batches: int | None) -> tuple[float, StepTimer]:
     timer = StepTimer()
-    trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches or 1.0,
-                         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, callbacks=[MemoryFormat(), timer])
+    with tempfile.TemporaryDirectory() as run_dir:  # nothing is written there
+        trainer = make_trainer(
+            Path(run_dir), TrainerConfig(accelerator="cpu", enable_progress_bar=False),
+            BudgetConfig(epochs=epochs, limit_train_batches=batches or 1.0),
+            LoggerConfig(csv=False, wandb=False), name="bench_atomnas", callbacks=[timer],
+            enable_checkpointing=False, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     return time.perf_counter() - start, timer

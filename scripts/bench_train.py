@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, RichProgressBar
+from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from nas.arch.builder import build
@@ -28,8 +29,9 @@ from nas.arch.zoo import get_spec
 from nas.classifier import ClassifierModule
 from nas.config import check
 from nas.data import make_datamodule
-from nas.memory_format import MemoryFormat, set_memory_format
+from nas.memory_format import set_memory_format
 from nas.optim import OptimConfig, build_optimizer
+from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
 
 class _Timer(Callback):
@@ -82,12 +84,13 @@ def framework(spec, optim_cfg, batches, warmup: int, progress_bar: bool) -> floa
     torch.manual_seed(0)
     module = ClassifierModule(spec, optim_cfg, batch_size=len(batches[0][1]))
     timer = _Timer(warmup)
-    callbacks = [MemoryFormat(), timer] + ([RichProgressBar(leave=False)] if progress_bar else [])
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_model_summary=False,
-                         enable_progress_bar=progress_bar, limit_val_batches=0,
-                         callbacks=callbacks, num_sanity_val_steps=0)
-    trainer.fit(module, train_dataloaders=_Batches(batches))
+    with tempfile.TemporaryDirectory() as run_dir:  # the CSV log of the stage goes there
+        trainer = make_trainer(
+            Path(run_dir), TrainerConfig(accelerator="cpu", enable_progress_bar=progress_bar),
+            BudgetConfig(epochs=1), LoggerConfig(wandb=False), name="bench_train",
+            callbacks=[timer], enable_checkpointing=False, limit_val_batches=0,
+            num_sanity_val_steps=0)
+        trainer.fit(module, train_dataloaders=_Batches(batches))
     return timer.end - timer.start
 
 

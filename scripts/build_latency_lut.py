@@ -15,7 +15,8 @@ import sys
 
 from nas.arch.builder import build
 from nas.arch.zoo import UnknownArch, get_spec
-from nas.cost.latency import LatencyTable, measure_latency, steady_malloc
+from nas.cost.lut import LatencyTable
+from nas.cost.timing import measure_latency, steady_malloc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, metavar="PATH", help="where to write the table (JSON)")
     p.add_argument("--default-malloc", action="store_true",
                    help="keep glibc's default malloc thresholds (page faults on activations "
-                        "make CPU timings history-dependent; see nas.cost.latency.steady_malloc)")
+                        "make CPU timings history-dependent; see nas.cost.timing.steady_malloc)")
     args = p.parse_args(argv)
     if not args.default_malloc and args.device.startswith("cpu") and not steady_malloc():
         print("note: mallopt unavailable; CPU timings may include page faults", file=sys.stderr)
@@ -66,7 +67,7 @@ def _report(table: LatencyTable, rows: list, args: argparse.Namespace) -> None:
     m = table.meta
     title = (f"{len(table)} entries -> {args.out}\n{m['device']}, torch {m['torch_version']}, "
              f"{m['threads']} threads, batch {m['batch']}, {args.resolution}x{args.resolution}, "
-             f"median of {m['repeats']} (warmup {m['warmup']}), {m.get('allocator', 'default')} malloc")
+             f"median of {m['repeats']} (warmup {m['warmup']}), {m['allocator']} malloc")
     header = ("arch", "blocks", "LUT ms", "measured ms", "p10-p90 ms", "rel. error")
     cells = [(name, str(n), f"{pred:.3f}", f"{meas.median_ms:.3f}",
               f"{meas.p10_ms:.3f}-{meas.p90_ms:.3f}", f"{err:+.1%}")

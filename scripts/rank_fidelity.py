@@ -45,11 +45,12 @@ from nas.arch.builder import build
 from nas.cost import count
 from nas.data import make_datamodule
 from nas.files import write_text_atomic
-from nas.memory_format import MemoryFormat, set_memory_format
+from nas.memory_format import set_memory_format
 from nas.methods.fairnas import FairNASModule
-from nas.cost.latency import kendall_tau as kendall_tau_b  # tau-b: ties are common
+from nas.cost.lut_report import kendall_tau as kendall_tau_b  # tau-b: ties are common
 from nas.methods.moga import N_CHOICES, CandidateScorer, add_demo_arguments, demo_setting, moga_space
 from nas.optim import OptimConfig, build_optimizer
+from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
 
 
@@ -71,12 +72,12 @@ def train_supernet(space, args, train_loader) -> tuple[torch.nn.Module, float, f
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
     module = FairNASModule(space, args.optim, batch_size=args.per_path_batch, seed=args.seed)
-    trainer = pl.Trainer(max_epochs=args.supernet_epochs,
-                         limit_train_batches=args.supernet_batches or 1.0, limit_val_batches=0,
-                         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, default_root_dir=str(args.out.parent),
-                         callbacks=[MemoryFormat()])
+    trainer = make_trainer(
+        args.out.parent, TrainerConfig(accelerator="cpu", enable_progress_bar=False),
+        BudgetConfig(epochs=args.supernet_epochs,
+                     limit_train_batches=args.supernet_batches or 1.0),
+        LoggerConfig(csv=False, wandb=False), name="rank_fidelity_supernet",
+        limit_val_batches=0, enable_checkpointing=False, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader)
     # The last step's loss per path: ln(10) = 2.30 means the supernet predicts nothing.
@@ -129,7 +130,7 @@ def standalone(spec, args, train_loader, eval_batches, seed: int) -> tuple[float
     torch.manual_seed(seed + 1_000_003)
     cfg = OptimConfig(name="sgd", lr=args.lr, lr_reference_batch=args.batch, momentum=0.9,
                       nesterov=True, weight_decay=4e-5, no_weight_decay_on_bn_and_bias=True,
-                      schedule="cosine")
+                      schedule="cosine", warmup_epochs=0.0, min_lr=0.0, label_smoothing=0.0)
     steps = len(train_loader) if args.train_batches is None else min(args.train_batches,
                                                                       len(train_loader))
     opt, sched = build_optimizer(model, cfg, batch_size=args.batch, steps_per_epoch=steps,

@@ -7,6 +7,10 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# The entry points the tests start run on one thread too: two xdist workers each running a
+# subprocess with two OpenMP threads would oversubscribe the 2-core machine, where OpenMP's
+# spinning barriers make small-tensor runs (smoke searches) several times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,3 +44,23 @@ def smoke_search(tmp_path_factory, run_entry):
         return done[method]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def moga_smoke(smoke_search):
+    return smoke_search("moga")
+
+
+@pytest.fixture(scope="session")
+def atomnas_smoke(smoke_search):
+    return smoke_search("atomnas")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """The tests that share a smoke search run on one xdist worker (`--dist loadgroup`, as
+    `make test` runs), so each search runs once per session, not once per worker."""
+    for item in items:
+        for name in ("moga_smoke", "atomnas_smoke"):
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))

@@ -29,11 +29,6 @@ from nas.methods.atomnas import (AtomNASConfig, AtomNASModule, check_resume,
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def atomnas_smoke(smoke_search):
-    return smoke_search("atomnas")
-
-
 def test_smoke_search_shrinks_and_writes_every_output(atomnas_smoke):
     tmp, r = atomnas_smoke
     run = tmp / "run"
@@ -62,7 +57,9 @@ def test_evaluating_model_ckpt_gives_the_reported_accuracy(atomnas_smoke, tmp_pa
 
 
 def _module(tmp_path, **overrides):
-    conf = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "method" / "atomnas.yaml"),
+    base = OmegaConf.load(REPO / "conf" / "method" / "atomnas.yaml")
+    base.pop("_target_")
+    conf = OmegaConf.merge(base,
                            {"width": 0.25, "init": "torchvision", "lam_scale": 100.0,
                             "dead_threshold": 0.9999, "recalibration_steps": 1,
                             "optim": {"warmup_epochs": 0.0}}, overrides)
@@ -85,7 +82,7 @@ def _trainer(tmp_path, epochs):
 
 def _assert_channels_last(module, optimizer):
     """Rebuilt layers follow the trainer's layout: weights, their EMA and optimizer state."""
-    weights = [p for p in module.model.parameters() if p.dim() == 4]
+    weights = [p for p in module.model.net.parameters() if p.dim() == 4]
     assert weights and all(is_channels_last(p) for p in weights)
     assert all(is_channels_last(p) for p in module.ema_model.parameters() if p.dim() == 4)
     for p in weights:
@@ -101,9 +98,9 @@ def test_resume_after_shrink_rebuilds_the_shrunk_network(tmp_path):
     shrunk = module.spec
     assert count(shrunk).macs < count(module.supernet_spec).macs
     # The live model, its EMA and the optimizer all follow the shrink.
-    assert sum(p.numel() for p in module.model.parameters()) == count(shrunk).params
+    assert sum(p.numel() for p in module.model.net.parameters()) == count(shrunk).params
     assert {k: v.shape for k, v in module.ema_model.state_dict().items()} == \
-        {k: v.shape for k, v in module.model.state_dict().items()}
+        {k: v.shape for k, v in module.model.net.state_dict().items()}
     _assert_channels_last(module, module.trainer.optimizers[0])
     ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert io.loads(ckpt["nas"]["arch_yaml"]) == shrunk
@@ -113,9 +110,9 @@ def test_resume_after_shrink_rebuilds_the_shrunk_network(tmp_path):
     trainer.fit(resumed, datamodule=data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert trainer.global_step == 9
     assert count(resumed.spec).macs <= count(shrunk).macs
-    assert sum(p.numel() for p in resumed.model.parameters()) == count(resumed.spec).params
+    assert sum(p.numel() for p in resumed.model.net.parameters()) == count(resumed.spec).params
     opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
-    assert opt_params == {id(p) for p in resumed.model.parameters()}
+    assert opt_params == {id(p) for p in resumed.model.net.parameters()}
     _assert_channels_last(resumed, trainer.optimizers[0])
     assert [h["epoch"] for h in resumed.history][:len(module.history)] == \
         [h["epoch"] for h in module.history]
@@ -178,7 +175,7 @@ def test_resume_refuses_a_checkpoint_of_another_search(atomnas_smoke, tmp_path):
     no_entry = broken(lambda c: c["nas"].pop("atomnas"), "plain.ckpt")
     with pytest.raises(CheckpointError, match="not an AtomNAS search checkpoint"):
         check_resume(no_entry, supernet)
-    key = next(k for k in ckpt["state_dict"] if k.startswith("ema_model.") and
+    key = next(k for k in ckpt["state_dict"] if k.startswith("model.ema.") and
                k.endswith(".weight"))
     cut = broken(lambda c: c["state_dict"].__setitem__(key, c["state_dict"][key][:1]), "cut.ckpt")
     with pytest.raises(CheckpointError, match="weight EMA weights do not fit"):

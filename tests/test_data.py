@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 
 from nas.config import ConfigError
@@ -342,20 +341,17 @@ def test_every_yaml_lists_its_schema_with_defaults():
     files = sorted((CONF / "data").glob("*.yaml"))
     assert {p.stem for p in files} == {"embedded", "digits", "cifar10", "cifar100", "imagenet",
                                        "synthetic"}
-    for path in files:
-        raw = yaml.safe_load(path.read_text())
-        assert next(iter(raw)) == "name", path
-        schema = DATA_CONFIGS[raw["name"]]
-        fields = {f.name: f.default for f in dataclasses.fields(schema)}
-        assert set(raw) == set(fields), path
-        for key, default in fields.items():
-            if key not in ("name", "source"):
-                assert raw[key] == default, (path, key)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(overrides=["+data=digits"]).data
+        for path in files:  # as composed: an option may build on another (digits, cifar100)
+            cfg = compose("train", overrides=[f"data={path.stem}"]).data
+            assert next(iter(cfg)) == "name", path
+            fields = {f.name for f in dataclasses.fields(DATA_CONFIGS[cfg.name])}
+            assert set(cfg) == fields, path
+            assert cfg.seed == 0  # the run's seed (the defaults: tests/test_config_defaults.py)
+        cfg = compose("train", overrides=["data=digits"]).data
         assert data_config(cfg).source == "digits"
-        cfg = compose(overrides=["+data=cifar100", "data.root=/somewhere"]).data
+        cfg = compose("train", overrides=["data=cifar100", "data.root=/somewhere"]).data
         dm = make_datamodule(cfg)
         assert (dm.name, dm.num_classes, dm.cfg.root) == ("cifar100", 100, "/somewhere")
         with pytest.raises(ConfigError, match=r"^data\.root: "):
-            make_datamodule(compose(overrides=["+data=imagenet"]).data)
+            make_datamodule(compose("train", overrides=["data=imagenet"]).data)

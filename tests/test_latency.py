@@ -1,4 +1,4 @@
-"""Latency measurement and the per-block latency lookup table (MoGA's latency model)."""
+"""The per-block latency lookup table (MoGA's latency model): keys, build, predict, files."""
 
 from __future__ import annotations
 
@@ -7,56 +7,19 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
+from nas.arch.builder import build
 from nas.arch.shapes import conv_out, iter_blocks, last_channels
 from nas.arch.zoo import get_spec
-from nas.cost.latency import (LatencyStats, LatencyTable, LatencyTableError, MissingEntry,
-                              block_key, head_key, measure_latency, parts, stem_key)
+from nas.cost.lut import (LatencyTable, LatencyTableError, MissingEntry, _part_module, block_key,
+                          head_key, parts, stem_key)
+from nas.cost.timing import LatencyStats
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:
     msg = str(e.value)
     assert msg and "\n" not in msg
     return msg
-
-
-# --------------------------------------------------------------------------- measure_latency
-
-
-def test_measure_latency_stats_and_conditions():
-    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-    module.train()
-    before = torch.get_num_threads()
-    s = measure_latency(module, (2, 3, 16, 16), threads=1, warmup=2, repeats=7)
-    assert 0 < s.min_ms <= s.p10_ms <= s.median_ms <= s.p90_ms
-    assert s.min_ms <= s.mean_ms and s.std_ms >= 0
-    assert (s.repeats, s.warmup, s.batch, s.input_shape) == (7, 2, 2, (2, 3, 16, 16))
-    assert s.threads == 1 and s.torch_version == torch.__version__
-    assert s.device.startswith("cpu: ")
-    assert torch.get_num_threads() == before and module.training  # both restored
-    d = s.to_dict()
-    assert d["input_shape"] == [2, 3, 16, 16] and json.loads(json.dumps(d)) == d
-
-
-def test_measure_latency_records_current_threads_when_not_given():
-    s = measure_latency(nn.Identity(), (1, 1, 2, 2), warmup=0, repeats=1)
-    assert s.threads == torch.get_num_threads() and s.std_ms == 0.0
-
-
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(repeats=0), "repeats"),
-    (dict(warmup=-1), "warmup"),
-    (dict(threads=0), "threads"),
-    (dict(repeats=2.5), "repeats"),
-    (dict(input_shape=(1, 0, 4, 4)), "input_shape"),
-    (dict(device="nonsense"), "device"),
-])
-def test_measure_latency_validates_arguments(kwargs, name):
-    kwargs = {"input_shape": (1, 3, 4, 4), **kwargs}
-    with pytest.raises(ValueError) as e:
-        measure_latency(nn.Identity(), **kwargs)
-    assert _one_line(e).startswith(f"{name}:")
 
 
 # --------------------------------------------------------------------------- the table
@@ -193,16 +156,11 @@ def test_stats_from_a_loaded_table_are_complete(table, tmp_path):
     assert isinstance(stats, LatencyStats) and isinstance(stats.input_shape, tuple)
 
 
-def test_latency_is_timed_with_whole_kernels_as_exported():
-    """TrimmedConv2d's tap trimming is a training shortcut: timed forwards run whole kernels."""
-    from nas.ops import layers
-
-    seen = []
-
-    class Probe(nn.Module):
-        def forward(self, x):
-            seen.append(layers._trimming)
-            return x
-
-    measure_latency(Probe(), (1, 3, 8, 8), warmup=1, repeats=2)
-    assert seen == [False] * 3 and layers._trimming
+def test_parts_are_built_as_the_network_builds_them(specs):
+    spec = dataclasses.replace(specs[0], drop_path=0.2)
+    net = build(spec)
+    built = [_part_module(p, spec) for p in parts(spec)]
+    assert len(built) == len(net.blocks) + 2
+    for mine, theirs in zip(built, [net.stem, *net.blocks, net.head]):
+        assert type(mine) is type(theirs) and repr(mine) == repr(theirs)
+        assert [p.shape for p in mine.parameters()] == [p.shape for p in theirs.parameters()]

@@ -8,13 +8,16 @@ import math
 import pytest
 import torch
 
+from nas.arch.builder import ChainNet
 from nas.arch.shapes import conv_out, iter_blocks, last_channels
-from nas.cost import latency
-from nas.cost.latency import (LatencyTable, block_key, fit_calibration, head_key, kendall_tau,
-                              load_or_build, lut_report, space_layout, stem_key)
+from nas.cost import timing
+from nas.cost.lut import (LatencyTable, LatencyTableError, block_key, fit_calibration, head_key,
+                          space_layout, stem_key)
+from nas.cost.lut_report import kendall_tau, lut_report, sample_vectors
 from nas.methods.moga import moga_space
 
-SPIKE = 0.5  # ms the fake timer adds to one part of every forward
+load_or_build = LatencyTable.load_or_build
+WHOLE = 1.1  # how much longer the fake timer makes a whole forward than its parts' sum
 
 
 def tiny(input_size: int = 32):
@@ -34,36 +37,28 @@ def _expected_keys(space) -> set[str]:
 
 def _fake_ms(module: torch.nn.Module) -> float:
     """Deterministic stand-in for a part's time: grows with its parameter count; a
-    Sequential (a whole reference path) takes the sum of its parts."""
-    if isinstance(module, torch.nn.Sequential):
-        return sum(_fake_ms(m) for m in module)
+    Sequential (a whole reference path) or a ChainNet takes the sum of its parts."""
+    if isinstance(module, (torch.nn.Sequential, ChainNet)):
+        return sum(_fake_ms(m) for m in module.children())
     return 0.01 + 1e-5 * sum(p.numel() for p in module.parameters())
 
 
 @pytest.fixture
 def fake_timer(monkeypatch):
-    """Replace the timers by counters: each part takes _fake_ms, and one part of every
-    forward takes SPIKE longer (in turn), so per-part medians miss what whole forwards
-    pay, as they do for real. calls["chain"] counts timed chains: per reference path one
-    part by part, and one whole for the calibration."""
-    calls = {"chain": 0, "models": 0}
+    """Replace the timing loop by a counter: each part of a chain takes _fake_ms, and a
+    whole forward (a reference path or a network timed alone) WHOLE times its parts' sum,
+    as a network pays for what parts timed in sequence miss. calls["chain"] counts timed
+    reference-path chains (per path one part by part and one whole), calls["networks"]
+    the whole-network visits of a report."""
+    calls = {"chain": 0, "networks": 0}
 
-    def time_chain(modules, x, *, warmup, repeats, now):
-        calls["chain"] += 1
-        base = [_fake_ms(m) for m in modules]
-        return [[b + (SPIKE if j == r % len(modules) else 0.0) for j, b in enumerate(base)]
-                for r in range(repeats)]
+    def time_forwards(modules, x, *, warmup, repeats, now):
+        calls["networks" if isinstance(modules[0], ChainNet) else "chain"] += 1
+        ms = ([_fake_ms(m) for m in modules] if len(modules) > 1
+              else [WHOLE * _fake_ms(modules[0])])
+        return [list(ms) for _ in range(repeats)]
 
-    def time_models(models, x, *, warmup, repeats, rounds, now):
-        calls["models"] += 1
-        out = []
-        for m in models:
-            total = _fake_ms(m.stem) + sum(_fake_ms(b) for b in m.blocks) + _fake_ms(m.head)
-            out.append([total + SPIKE] * repeats)
-        return out
-
-    monkeypatch.setattr(latency, "_time_chain", time_chain)
-    monkeypatch.setattr(latency, "_time_models", time_models)
+    monkeypatch.setattr(timing, "time_forwards", time_forwards)
     return calls
 
 
@@ -103,27 +98,8 @@ def test_reference_paths_cover_every_candidate_each_sweep(real_table):
     assert len(cal["measured_ms"]) == 12 and min(cal["measured_ms"]) > 0
 
 
-def test_isolated_timing_measures_the_same_parts(monkeypatch):
-    space = tiny()
-    measured = []
-
-    def fake_measure(module, input_shape, **kw):
-        measured.append(tuple(input_shape))
-        return latency._summary([1.0], repeats=kw["repeats"], warmup=kw["warmup"],
-                                input_shape=tuple(input_shape), device=latency.device_name("cpu"),
-                                threads=torch.get_num_threads())
-
-    monkeypatch.setattr(latency, "measure_latency", fake_measure)
-    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=1,
-                                       timing="isolated", calibration="none")
-    assert set(t.entries) == _expected_keys(space) and len(measured) == len(t)
-    assert t.calibration is None and t.meta["timing"] == "isolated"
-    assert t.predict_vector(space, [0] * 14) == pytest.approx(1.0 * (15 + 2))
-
-
 def test_build_for_space_refuses_bad_settings_and_full_tables(real_table):
-    for name, value in [("timing", "alone"), ("calibration", "cubic"), ("contexts", 0),
-                        ("repeats", 0)]:
+    for name, value in [("contexts", 0), ("repeats", 0)]:
         with pytest.raises(ValueError, match=name):
             LatencyTable().build_for_space(tiny(), **{name: value})
     with pytest.raises(ValueError, match="empty table"):
@@ -143,53 +119,36 @@ def test_build_does_not_mix_isolated_entries_into_a_context_table(real_table):
 
 def test_calibration_fits_what_the_summed_parts_miss(fake_timer):
     space = tiny()
-    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=2,
-                                       calibration="linear")
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=2)
     assert fake_timer["chain"] == 48  # 2 sweeps x 12 paths, part by part and whole
     cal = t.calibration
-    # Per-part medians drop the spike; each whole forward pays it once.
-    assert cal["measured_ms"] == pytest.approx([r + SPIKE for r in cal["raw_ms"]])
-    assert cal["scale"] == pytest.approx(1.0) and cal["offset_ms"] == pytest.approx(SPIKE)
+    # The entries sum to the parts' times; each whole forward takes WHOLE times that.
+    assert cal["measured_ms"] == pytest.approx([WHOLE * r for r in cal["raw_ms"]])
+    assert cal["scale"] == pytest.approx(WHOLE)
     v = [3] * 14
     assert t.predict_vector(space, v) == pytest.approx(
-        t.predict_vector(space, v, calibrated=False) + SPIKE)
+        WHOLE * t.predict_vector(space, v, calibrated=False))
     assert t.predict(space.to_spec(v)) == t.predict_vector(space, v)
 
 
-def test_whole_forwards_are_timed_only_for_a_calibration(fake_timer, monkeypatch):
-    LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1,
-                                   calibration="none")
-    assert fake_timer["chain"] == 12  # part by part only
-    monkeypatch.setattr(latency, "measure_latency", lambda module, shape, **kw: latency._summary(
-        [1.0], repeats=kw["repeats"], warmup=kw["warmup"], input_shape=tuple(shape),
-        device=latency.device_name("cpu"), threads=1))
-    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1,
-                                       timing="isolated")
-    assert fake_timer["chain"] == 24  # whole paths only: the entries were timed alone
-    assert len(t.calibration["vectors"]) == 12 and t.calibration["scale"] != 1
-
-
 def test_fit_calibration_by_hand():
-    assert fit_calibration([1, 2], [2, 4], "scale") == pytest.approx((2.0, 0.0))
-    assert fit_calibration([1, 2, 3], [2, 4, 5], "scale")[0] == pytest.approx(25 / 14)
-    assert fit_calibration([1, 2, 3], [3, 5, 7], "linear") == pytest.approx((2.0, 1.0))
-    assert fit_calibration([2, 2], [3, 5], "linear") == pytest.approx((2.0, 0.0))  # one x
-    assert fit_calibration([1], [9], "none") == (1.0, 0.0)
+    assert fit_calibration([1, 2], [2, 4]) == pytest.approx(2.0)
+    assert fit_calibration([1, 2, 3], [2, 4, 5]) == pytest.approx(25 / 14)
     with pytest.raises(ValueError):
-        fit_calibration([1, 2], [1], "scale")
+        fit_calibration([1, 2], [1])
 
 
 def test_calibration_survives_save_and_load(fake_timer, tmp_path):
     t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
     t.save(tmp_path / "lut.json")
     loaded = LatencyTable.load(tmp_path / "lut.json")
-    assert loaded == t and loaded.calibration["fit"] == "scale"
+    assert loaded == t and loaded.calibration["scale"] == pytest.approx(WHOLE)
     v = [5] * 14
     assert loaded.predict_vector(tiny(), v) == t.predict_vector(tiny(), v)
     data = json.loads((tmp_path / "lut.json").read_text())
     data["calibration"]["scale"] = "big"
     (tmp_path / "bad.json").write_text(json.dumps(data))
-    with pytest.raises(latency.LatencyTableError, match="scale"):
+    with pytest.raises(LatencyTableError, match="scale"):
         LatencyTable.load(tmp_path / "bad.json")
 
 
@@ -237,7 +196,7 @@ def test_matches_compares_the_given_settings(fake_timer):
     assert not t.matches({"batch": 8})
     assert not t.matches({"keys": _expected_keys(tiny(input_size=48))})
     assert not t.matches({"device": "cpu", "torch_version": "0.0"})
-    with latency._intra_op_threads(1):
+    with timing.intra_op_threads(1):
         assert t.matches({"threads": None})
 
 
@@ -265,12 +224,12 @@ def test_kendall_tau_agrees_with_scipy():
 
 def test_lut_report_fields_and_left_out_calibration_paths(fake_timer):
     space = tiny()
-    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=1,
-                                       calibration="linear")
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=1)
     first = space.sample(torch.Generator().manual_seed(7))
     t.calibration["vectors"].append(first)  # the report's first draw is a calibration path
     r = lut_report(t, space, n=6, seed=7)
-    assert fake_timer["models"] == 3  # min(5, repeats) round-robin visits
+    assert r["settings"]["rounds"] == 3  # min(5, repeats) round-robin visits
+    assert fake_timer["networks"] == 3 * 6
     assert r["n"] == 6 and len(r["rows"]) == 6 and r["skipped_calibration_paths"] == 1
     vectors = [row["vector"] for row in r["rows"]]
     assert first not in vectors
@@ -278,10 +237,10 @@ def test_lut_report_fields_and_left_out_calibration_paths(fake_timer):
     for row in r["rows"]:
         assert set(row) >= {"vector", "predicted_ms", "measured_ms", "predicted_uncalibrated_ms"}
         assert row["predicted_ms"] == t.predict_vector(space, row["vector"])
-    # The fake networks take the parts' sum plus the spike, which the calibration learnt.
+    # The fake networks take WHOLE times the parts' sum, which the calibration learnt.
     assert r["rmse_ms"] == pytest.approx(0.0, abs=1e-9) and r["rel_rmse"] < 1e-9
     assert r["kendall_tau"] == pytest.approx(1.0)
-    assert r["uncalibrated"]["rmse_ms"] == pytest.approx(SPIKE)
+    assert r["uncalibrated"]["mean_rel_error"] == pytest.approx(1 / WHOLE - 1)
     assert r["uncalibrated"]["mean_rel_error"] < 0
     assert r["calibration"]["paths"] == 13
     s = r["settings"]
@@ -290,50 +249,22 @@ def test_lut_report_fields_and_left_out_calibration_paths(fake_timer):
     json.dumps(r)  # the report is plain JSON
 
 
-def test_interleave_is_called_after_every_timed_unit(fake_timer, monkeypatch):
-    calls = []
-    LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=2,
-                                   interleave=lambda done, total: calls.append((done, total)))
-    assert calls == [(k, 24) for k in range(1, 25)]
-
-    monkeypatch.setattr(latency, "measure_latency", lambda module, shape, **kw: latency._summary(
-        [1.0], repeats=kw["repeats"], warmup=kw["warmup"], input_shape=tuple(shape),
-        device=latency.device_name("cpu"), threads=1))
-    calls.clear()
-    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=1, contexts=1,
-                                       timing="isolated",
-                                       interleave=lambda done, total: calls.append((done, total)))
-    total = len(t) + 12  # every part alone, then the calibration paths
-    assert calls == [(k, total) for k in range(1, total + 1)]
-
-
-def test_lut_report_with_a_timer_uses_its_networks_and_times(fake_timer):
+def test_sample_vectors_draws_distinct_architectures(fake_timer):
     space = tiny()
     t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=4, contexts=1)
-    vectors, skipped = latency.sample_vectors(space, 4, seed=3, exclude=t.calibration["vectors"])
+    vectors, skipped = sample_vectors(space, 4, seed=3, exclude=t.calibration["vectors"])
     assert skipped == 0 and len({tuple(v) for v in vectors}) == 4
-    timer = latency.NetworkTimer(space, vectors, threads=1, warmup=0)
-    timer.round(3)
-    assert [len(x) for x in timer.times] == [3] * 4 and fake_timer["models"] == 1
-    r = lut_report(t, space, timer=timer)
-    assert fake_timer["models"] == 2  # topped up to `repeats` in one more visit
-    assert [row["vector"] for row in r["rows"]] == vectors
-    assert all(row["measured_n"] == 4 for row in r["rows"]) and r["settings"]["rounds"] == 2
-    bad = latency.NetworkTimer(space, [t.calibration["vectors"][0], vectors[0]], threads=1)
-    with pytest.raises(ValueError, match="calibration"):
-        lut_report(t, space, timer=bad)
 
 
-def test_lut_report_refuses_other_conditions(fake_timer):
+def test_lut_report_refuses_a_table_of_another_device(fake_timer):
     t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
-    with pytest.raises(ValueError, match="threads"):
-        lut_report(t, tiny(), n=3, threads=2)
-    with pytest.raises(ValueError, match="batch"):
-        lut_report(t, tiny(), n=3, batch=4)
+    t.meta["device"] = "another CPU"
+    with pytest.raises(ValueError, match="another CPU"):
+        lut_report(t, tiny(), n=3)
 
 
 def test_lut_report_times_real_networks(real_table):
-    r = lut_report(real_table, tiny(), n=3, seed=1, warmup=1, repeats=2, rounds=2)
+    r = lut_report(real_table, tiny(), n=3, seed=1)  # the table's warmup 1, repeats 2
     assert all(row["measured_ms"] > 0 for row in r["rows"])
     assert r["rmse_ms"] >= 0 and -1 <= r["kendall_tau"] <= 1
 
@@ -341,15 +272,7 @@ def test_lut_report_times_real_networks(real_table):
 # --------------------------------------------------------------------------- clocks
 
 
-def test_thread_clock_needs_one_cpu_thread():
-    module = torch.nn.Conv2d(3, 4, 3)
-    s = latency.measure_latency(module, (1, 3, 8, 8), threads=1, warmup=0, repeats=2,
-                                clock="thread")
-    assert s.clock == "thread" and s.median_ms > 0
-    with pytest.raises(ValueError, match="threads=1"):
-        latency.measure_latency(module, (1, 3, 8, 8), threads=2, repeats=1, clock="thread")
-    with pytest.raises(ValueError, match="clock"):
-        latency.measure_latency(module, (1, 3, 8, 8), repeats=1, clock="sundial")
+def test_build_for_space_thread_clock_needs_one_thread():
     with pytest.raises(ValueError, match="threads=1"):
         LatencyTable().build_for_space(tiny(), threads=2, clock="thread")
 
@@ -364,6 +287,3 @@ def test_clock_is_a_table_setting(fake_timer, tmp_path):
     assert fake_timer["chain"] == BUILD
     load_or_build(path, tiny(), clock="wall", **settings)
     assert fake_timer["chain"] == 2 * BUILD
-    with pytest.raises(ValueError, match="clock"):  # a thread-clock table, a wall report
-        lut_report(LatencyTable.load_or_build(path, tiny(), clock="thread", **settings),
-                   tiny(), n=3, clock="wall")

@@ -11,7 +11,7 @@ from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_dis
 from pymoo.optimize import minimize
 
 from nas.config import ConfigError, check
-from nas.search.nsga import (
+from nas.methods.nsga import (
     GenomeProblem,
     HierarchicalMutation,
     IntegerUniformSampling,
@@ -108,8 +108,8 @@ def objectives(X: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("seed, weights", [(0, [1, 1, 1]), (7, [0.2, 0.2, 0.2])])
 def test_equal_weights_reproduce_pymoo_nsga2(seed, weights):
-    cfg = NSGAConfig(pop_size=20, generations=10, init_pop_size=20, weights=weights, seed=seed)
-    ours = run_nsga(objectives, N_CHOICES, 3, cfg, state_path=None)
+    cfg = NSGAConfig(pop_size=20, generations=10, init_pop_size=20, weights=weights)
+    ours = run_nsga(objectives, N_CHOICES, 3, cfg, seed=seed, state_path=None)
 
     problem = GenomeProblem(N_CHOICES, 3)
     problem.fn = objectives
@@ -127,8 +127,8 @@ def test_duplicate_genomes_are_evaluated_once():
         seen.extend(tuple(x) for x in X)
         return objectives(np.pad(X, ((0, 0), (0, len(N_CHOICES) - X.shape[1]))))
 
-    cfg = NSGAConfig(pop_size=8, generations=25, seed=1, weights=[0.4, 0.4, 0.2])
-    res = run_nsga(counted, [3, 3, 3], 3, cfg, state_path=None)   # only 27 genomes exist
+    cfg = NSGAConfig(pop_size=8, generations=25, weights=[0.4, 0.4, 0.2])
+    res = run_nsga(counted, [3, 3, 3], 3, cfg, seed=1, state_path=None)   # only 27 genomes exist
     assert len(seen) == len(set(seen)) == res.n_evals <= 27
     assert res.n_evals < 2 * 8 + 24 * 8          # the cache did absorb repeats
     assert len({tuple(x) for x in res.X}) == len(res.X)
@@ -139,8 +139,8 @@ class Killed(Exception):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    cfg = NSGAConfig(pop_size=16, generations=10, seed=5)
-    straight = run_nsga(objectives, N_CHOICES, 3, cfg, state_path=tmp_path / "a.pkl")
+    cfg = NSGAConfig(pop_size=16, generations=10)
+    straight = run_nsga(objectives, N_CHOICES, 3, cfg, seed=5, state_path=tmp_path / "a.pkl")
 
     calls = []
 
@@ -154,9 +154,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 
     state = tmp_path / "b.pkl"
     with pytest.raises(Killed):
-        run_nsga(counted, N_CHOICES, 3, cfg, state_path=state, on_generation=kill_after_4)
+        run_nsga(counted, N_CHOICES, 3, cfg, seed=5, state_path=state, on_generation=kill_after_4)
     gens = []
-    resumed = run_nsga(counted, N_CHOICES, 3, cfg, state_path=state,
+    resumed = run_nsga(counted, N_CHOICES, 3, cfg, seed=5, state_path=state,
                        on_generation=lambda r: gens.append(r.generation))
     assert gens == list(range(5, 11))
     for name in ("X", "F", "front_X", "front_F", "picked"):
@@ -165,24 +165,25 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert sum(calls) == resumed.n_evals == straight.n_evals
 
     # a shorter run extended later also ends at the same place
-    short = NSGAConfig(pop_size=16, generations=4, seed=5)
-    run_nsga(objectives, N_CHOICES, 3, short, state_path=tmp_path / "c.pkl")
-    extended = run_nsga(objectives, N_CHOICES, 3, cfg, state_path=tmp_path / "c.pkl")
+    short = NSGAConfig(pop_size=16, generations=4)
+    run_nsga(objectives, N_CHOICES, 3, short, seed=5, state_path=tmp_path / "c.pkl")
+    extended = run_nsga(objectives, N_CHOICES, 3, cfg, seed=5, state_path=tmp_path / "c.pkl")
     assert np.array_equal(extended.X, straight.X) and np.array_equal(extended.F, straight.F)
 
     # a finished state returns without evaluating anything
-    again = run_nsga(lambda X: pytest.fail("evaluated"), N_CHOICES, 3, cfg, state_path=state)
+    again = run_nsga(lambda X: pytest.fail("evaluated"), N_CHOICES, 3, cfg, seed=5,
+                     state_path=state)
     assert np.array_equal(again.X, straight.X)
 
     # another search's state is refused
     with pytest.raises(ConfigError, match=r"saved search differs from this one in seed") as e:
-        run_nsga(objectives, N_CHOICES, 3, NSGAConfig(pop_size=16, seed=6), state_path=state)
+        run_nsga(objectives, N_CHOICES, 3, NSGAConfig(pop_size=16), seed=6, state_path=state)
     assert "\n" not in str(e.value)
 
 
 def test_result_front_and_equally_spaced_picks():
-    cfg = NSGAConfig(pop_size=20, generations=5, seed=2, n_front=3)
-    res = run_nsga(objectives, N_CHOICES, 3, cfg, state_path=None)
+    cfg = NSGAConfig(pop_size=20, generations=5, n_front=3)
+    res = run_nsga(objectives, N_CHOICES, 3, cfg, seed=2, state_path=None)
     assert np.array_equal(res.front_F, objectives(res.front_X))
     assert np.array_equal(np.lexsort(res.front_F.T[::-1]), np.arange(len(res.front_F)))
     assert len(res.picked) == min(3, len(res.front_F))
@@ -216,7 +217,7 @@ def test_config_defaults_are_the_paper_and_weights_must_match_objectives():
     cfg = check(NSGAConfig, {}, "search")
     assert (cfg.pop_size, cfg.generations, list(cfg.weights)) == (70, 120, [0.4, 0.4, 0.2])
     with pytest.raises(ConfigError, match=r"^weights: expected 2 values") as e:
-        run_nsga(objectives, N_CHOICES, 2, cfg, state_path=None)
+        run_nsga(objectives, N_CHOICES, 2, cfg, seed=0, state_path=None)
     assert "\n" not in str(e.value)
 
 

@@ -5,15 +5,9 @@ import json
 import shlex
 import shutil
 
-import pytest
 
 from nas.arch import io
 from nas.cost import count
-
-
-@pytest.fixture(scope="module")
-def moga_smoke(smoke_search):
-    return smoke_search("moga")
 
 
 def test_moga_smoke_writes_every_output(moga_smoke):

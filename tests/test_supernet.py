@@ -16,6 +16,7 @@ from nas.cost.measured import measure
 from nas.methods.fairnas import FairNASModule, fair_paths
 from nas.methods.moga import moga_space
 from nas.optim import OptimConfig
+from nas.supernet.base import Supernet
 from nas.supernet.chain import ChainSupernet
 
 
@@ -58,8 +59,10 @@ def test_exported_path_equals_the_supernet_path(space):
     supernet = ChainSupernet(space)
     vector = space.sample(torch.Generator().manual_seed(1))
     batches = [(torch.randn(8, 3, 32, 32), None) for _ in range(3)]
-    assert supernet.recalibrate(vector, batches, steps=3) == 3
-    spec, state = supernet.export(vector, name="found")
+    assert isinstance(supernet, Supernet)
+    assert supernet.recalibrate(batches, steps=3, choice=vector) == 3
+    exported = supernet.export(vector, name="found")
+    spec, state = exported.spec, exported.state_dict
     model = build(spec)
     model.load_state_dict(state)
     x = torch.randn(4, 3, 32, 32)

@@ -9,6 +9,7 @@ from nas.arch.shapes import iter_blocks, last_channels
 from nas.arch.spec import ArchSpec, CellSpec, ChainSpec, ConvSpec, HeadSpec
 from nas.ops.blocks import BLOCKS
 from nas.ops.layers import ConvBNAct, Norm, init_weights, make_norm
+from nas.ops.network import Network
 
 
 def conv_layer(cin: int, c: ConvSpec, norm: Norm) -> ConvBNAct:
@@ -50,19 +51,36 @@ class Head(nn.Module):
         return x.flatten(1)
 
 
-class ChainNet(nn.Module):
+def _norm(spec: ChainSpec) -> Norm:
+    return make_norm(spec.bn.eps, spec.bn.momentum)
+
+
+def build_stem(spec: ChainSpec) -> nn.Module:
+    """The stem of a chain spec (no weight init: the caller's)."""
+    return conv_layer(spec.in_channels, spec.stem, _norm(spec))
+
+
+def build_block(spec: ChainSpec, block, cin: int, index: int) -> nn.Module:
+    """Block `index` of a chain spec at input width `cin`; drop path grows with depth."""
+    return BLOCKS[type(block)](block, cin, norm=_norm(spec),
+                               drop_path=spec.drop_path * index / len(spec.blocks))
+
+
+def build_head(spec: ChainSpec, cin: int) -> nn.Module:
+    """The head of a chain spec at input width `cin`."""
+    return Head(spec.head, cin, spec.num_classes, _norm(spec))
+
+
+class ChainNet(Network):
     """stem -> blocks -> head; `features(x)` returns the last block's feature map."""
 
     def __init__(self, spec: ChainSpec):
         super().__init__()
         self.spec = spec
-        norm = make_norm(spec.bn.eps, spec.bn.momentum)
-        self.stem = conv_layer(spec.in_channels, spec.stem, norm)
-        n = len(spec.blocks)
-        self.blocks = nn.Sequential(*(
-            BLOCKS[type(block)](block, cin, norm=norm, drop_path=spec.drop_path * i / n)
-            for i, block, cin, _ in iter_blocks(spec)))
-        self.head = Head(spec.head, last_channels(spec), spec.num_classes, norm)
+        self.stem = build_stem(spec)
+        self.blocks = nn.Sequential(*(build_block(spec, block, cin, i)
+                                      for i, block, cin, _ in iter_blocks(spec)))
+        self.head = build_head(spec, last_channels(spec))
         init_weights(self, spec.init)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,8 @@ weight EMA with recalibrated BN statistics; the final network needs no retrainin
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import csv
+import dataclasses
 import io as _io
 import json
 import logging
@@ -31,17 +30,18 @@ from nas.arch.spec import INIT_SCHEMES, ChainSpec
 from nas.arch.zoo.atomnas import KERNELS, atomnas_supernet
 from nas.checkpoints import CheckpointError, checkpoint_spec, module_state, read_checkpoint
 from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
-from nas.config import ConfigError, check, require
+from nas.config import require
 from nas.cost import count
 from nas.data import make_datamodule
+from nas.ema import tf_ema_decay
 from nas.files import save_figure, write_atomic, write_text_atomic
+from nas.methods.base import Method, SearchContext, SearchResult
 from nas.optim import OptimConfig
 from nas.supernet.atoms import (PENALTY_MODES, atom_groups, dead_atoms, dead_macs,
                                 ema_decay_for_batch, importance, keep_masks, penalty,
                                 penalty_normaliser, penalty_weights, rho)
-from nas.supernet.bn import recalibrate_bn
-from nas.search.runner import search_trainer
-from nas.supernet.shrink import shrink_chain
+from nas.supernet.base import Exported
+from nas.supernet.prunable import PrunableChain
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,11 @@ SUPERNET_MACS_224 = 1_520_973_056  # the paper's 1521 M; the reference for the s
 
 def _paper_optim() -> OptimConfig:
     return OptimConfig(name="rmsprop_tf", lr=0.016, lr_reference_batch=256, momentum=0.9,
+                       nesterov=False,
                        alpha=0.9, eps=1e-3, weight_decay=1e-5,
                        no_weight_decay_on_bn_and_bias=True, schedule="step_exp",
                        warmup_epochs=5.0, warmup_start_factor=None, decay_rate=0.97,
-                       decay_epochs=2.4, label_smoothing=0.1, ema_decay=0.9999)
+                       decay_epochs=2.4, min_lr=0.0, label_smoothing=0.1, ema_decay=0.9999)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class AtomNASConfig:
     lam: float = 1.8e-4                 # A 1.8e-4, B 1.2e-4, C 1.0e-4
     lam_scale: float = 1.0              # rho = lam * lam_scale (short runs: see the demo budget)
     penalty: str = "mean"               # mean (code) | sum (paper Eq. 6) | equal (Table 2)
-    lam_warmup_fraction: float = 25 / 350
+    lam_warmup_fraction: float = 25 / 350  # rho rises over the first 25 of 350 epochs
     stem: int = 32
     width: float = 1.0
     stem_stride: int = 2
@@ -111,18 +112,20 @@ def supernet_spec(cfg: AtomNASConfig, *, num_classes: int, input_size: int,
 
 
 class AtomNASModule(ClassifierModule):
-    """The supernet trained with the resource-aware penalty; shrinks itself after validations.
+    """The supernet (a PrunableChain) trained with the resource-aware penalty; shrinks itself
+    after validations.
 
     `self.spec` is always the current architecture; `ema_model` is the weight EMA (its BN
     scales are the importance-factor momentum), evaluated after BN recalibration.
     """
 
+    model: PrunableChain
+
     def __init__(self, spec: ChainSpec, cfg: AtomNASConfig, *, batch_size: int):
         super().__init__(spec, cfg.optim, batch_size=batch_size,
-                         bn_recalibration_steps=cfg.recalibration_steps)
+                         bn_recalibration_steps=cfg.recalibration_steps,
+                         model=PrunableChain(spec))
         self.cfg = cfg
-        self.supernet_spec = spec
-        self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
         self.ema_decay = ema_decay_for_batch(cfg.optim.ema_decay, batch_size,
                                              cfg.ema_reference_batch)
         self.groups = atom_groups(spec)
@@ -135,14 +138,16 @@ class AtomNASModule(ClassifierModule):
         self.history: list[dict] = []
         self.warmup_steps = 0
 
+    @property
+    def supernet_spec(self) -> ChainSpec:
+        return self.model.supernet_spec
+
+    @property
+    def ema_model(self) -> torch.nn.Module:
+        return self.model.ema
+
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1:
-            # Shrinking replaces parameters, which a DDP wrapper registered at setup; the
-            # official code re-wraps the model after each shrink, not done here yet.
-            raise ConfigError("trainer.devices: AtomNAS runs on one device for now (physical "
-                              "shrinking under DDP is not supported); got "
-                              f"{self.trainer.world_size} processes")
         self.warmup_steps = round(self.cfg.lam_warmup_fraction
                                   * self.trainer.estimated_stepping_batches)
         if not self.history:
@@ -152,7 +157,7 @@ class AtomNASModule(ClassifierModule):
         x, y = batch
         ce = self.criterion(self.model(x), y)
         r = rho(self.global_step, self.lam, self.warmup_steps)
-        pen = penalty(self.model, self.groups, self.weights)
+        pen = penalty(self.model.net, self.groups, self.weights)
         loss = ce + r * pen
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"non-finite training loss ({loss.item()}) at step "
@@ -168,15 +173,7 @@ class AtomNASModule(ClassifierModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # TF's ExponentialMovingAverage(num_updates=step): the decay is capped at
         # (1 + n) / (10 + n), so short runs average recent weights (nas.ema).
-        n = self.global_step
-        d = min(self.ema_decay, (1.0 + n) / (10.0 + n))
-        for e, p in zip(self.ema_model.parameters(), self.model.parameters()):
-            e.lerp_(p.detach(), 1.0 - d)
-        for e, b in zip(self.ema_model.buffers(), self.model.buffers()):
-            if e.is_floating_point():
-                e.lerp_(b, 1.0 - d)
-            else:
-                e.copy_(b)
+        self.model.update_ema(tf_ema_decay(self.ema_decay, self.global_step))
 
     # ------------------------------------------------------------------ evaluation (EMA)
     @property
@@ -193,7 +190,7 @@ class AtomNASModule(ClassifierModule):
         last = self.current_epoch >= (t.max_epochs or 1) - 1
         alpha_ema = importance(self.ema_model, self.groups)
         # At the end only the EMA decides (official); otherwise both must be small.
-        alpha = None if last else importance(self.model, self.groups)
+        alpha = None if last else importance(self.model.net, self.groups)
         dead = dead_atoms(alpha, alpha_ema, self.cfg.dead_threshold)
         macs = dead_macs(self.groups, dead)
         shrink = macs > 0 and (macs >= self.shrink_delta or last)
@@ -209,17 +206,12 @@ class AtomNASModule(ClassifierModule):
         old = self.spec
         opts = [self.optimizers(use_pl_optimizer=False)] if self._trainer is not None else []
         before = time.time()
-        new = shrink_chain(self.model, old, keep, optimizers=opts,
-                           memory_format=self.memory_format)
-        shrink_chain(self.ema_model, old, keep, memory_format=self.memory_format)
-        self._set_spec(new)
+        self._set_spec(self.model.shrink(keep, optimizers=opts, memory_format=self.memory_format))
         log.info("shrink at epoch %d: %.2f M -> %.2f M MACs (%.2f s)", self.current_epoch,
                  count(old).macs / 1e6, self.cost.macs / 1e6, time.time() - before)
 
     def _set_spec(self, spec: ChainSpec) -> None:
         self.spec = spec
-        self.model.spec = spec
-        self.ema_model.spec = spec
         self.cost = count(spec)
         self.groups = atom_groups(spec)
         self.weights = penalty_weights(self.groups, self.cfg.penalty, self.normaliser)
@@ -242,8 +234,7 @@ class AtomNASModule(ClassifierModule):
         """Rebuild the shrunk network before Lightning loads its weights."""
         stored = io.loads(checkpoint["nas"]["arch_yaml"])
         if stored != self.spec:
-            self.model = build(stored).to(memory_format=self.memory_format)
-            self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+            self.model.rebuild(stored, self.memory_format)
             self._set_spec(stored)
         self.history = json.loads(checkpoint["nas"].get("atomnas", {}).get("history", "[]"))
 
@@ -264,7 +255,7 @@ def check_resume(path: Path, supernet: ChainSpec) -> None:
     if entry["supernet_yaml"] != io.dumps(supernet):
         raise CheckpointError(f"{path}: written by a search over another supernet; resume with "
                               f"the run's own method settings and data (resume_dir=<run dir>)")
-    for prefix, what in (("model.", "network"), ("ema_model.", "weight EMA")):
+    for prefix, what in (("model.net.", "network"), ("model.ema.", "weight EMA")):
         try:
             build(stored).load_state_dict(module_state(ckpt, prefix))
         except RuntimeError as e:
@@ -272,11 +263,10 @@ def check_resume(path: Path, supernet: ChainSpec) -> None:
                                   f"({str(e).strip().splitlines()[0][:160]})") from None
 
 
-def model_checkpoint(spec: ChainSpec, model: torch.nn.Module, path: Path) -> None:
-    """The trained network in the training stage's checkpoint format (nas.checkpoints)."""
-    payload = {"nas": {"format": CHECKPOINT_FORMAT, "arch_yaml": io.dumps(spec)},
-               "state_dict": {f"model.{k}": v.detach().cpu().clone()
-                              for k, v in model.state_dict().items()}}
+def model_checkpoint(exported: Exported, path: Path) -> None:
+    """A trained network in the training stage's checkpoint format (nas.checkpoints)."""
+    payload = {"nas": {"format": CHECKPOINT_FORMAT, "arch_yaml": io.dumps(exported.spec)},
+               "state_dict": {f"model.{k}": v for k, v in exported.state_dict.items()}}
     write_atomic(path, lambda f: torch.save(payload, f), binary=True)
 
 
@@ -335,9 +325,17 @@ def _write_atoms(supernet: ChainSpec, final: ChainSpec, path: Path) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
+class AtomNAS(Method):
     """Train the supernet with the penalty and shrinkage; the result is the trained network."""
-    cfg = check(AtomNASConfig, method_cfg, "method")
+
+    Config = AtomNASConfig
+    recipe = "atomnas_a"  # the paper trains its searched networks with the search's recipe
+
+    def search(self, ctx: SearchContext) -> SearchResult | None:
+        return _search(self.cfg, ctx)
+
+
+def _search(cfg: AtomNASConfig, ctx: SearchContext) -> SearchResult | None:
     datamodule = make_datamodule(ctx.data)
     spec = supernet_spec(cfg, num_classes=datamodule.num_classes,
                          input_size=datamodule.input_size, in_channels=datamodule.in_channels)
@@ -347,36 +345,43 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     ckpt_dir = run_dir / "checkpoints"
     resume = ckpt_dir / "last.ckpt"
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True)
-    trainer = search_trainer(ctx, gradient_clip_val=cfg.optim.grad_clip, callbacks=[last])
+    # Shrinking replaces parameters, which a DDP wrapper registered at setup; the official
+    # code re-wraps the model after each shrink, not done here yet.
+    trainer = ctx.make_trainer(name="atomnas", callbacks=[last],
+                               gradient_clip_val=cfg.optim.grad_clip,
+                               single_device="AtomNAS runs on one device for now (physical "
+                                             "shrinking under DDP is not supported)")
     if resume.is_file():
         check_resume(resume, spec)
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
     fit_seconds = time.time() - start
     if not trainer.is_global_zero:
-        return module.spec, {"rank_zero": False}
+        return None
 
     # Final evaluation: the EMA weights with BN statistics re-estimated on many batches,
     # reseeded so that a resumed run that only has this step left reports the same figures.
     pl.seed_everything(ctx.seed, workers=True, verbose=False)
-    recalibrate_bn(module.ema_model, datamodule.train_dataloader(),
-                   cfg.final_recalibration_steps, module.device)
+    module.model.recalibrate(datamodule.train_dataloader(), cfg.final_recalibration_steps,
+                             device=module.device)
     module.bn_recalibration_steps = 0
     val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    final = dataclasses.replace(module.spec, name="atomnas_searched")
-    model_checkpoint(final, module.ema_model, run_dir / "model.ckpt")
+    exported = module.model.export(name="atomnas_searched")
+    model_checkpoint(exported, run_dir / "model.ckpt")
     _write_flops(module.history, run_dir / "flops.csv", run_dir / "flops.png")
-    _write_atoms(spec, final, run_dir / "atoms.png")
-    supernet_cost, cost = count(spec), count(final)
-    summary = {
-        "method": "atomnas", "accuracy": val.get("val/top1"), "val_top1": val.get("val/top1"),
+    _write_atoms(spec, exported.spec, run_dir / "atoms.png")
+    supernet_cost, cost = count(spec), count(exported.spec)
+    metrics = {
+        "accuracy": val.get("val/top1"), "val_top1": val.get("val/top1"),
         "val_top5": val.get("val/top5"), "test_top1": test.get("test/top1"),
         "macs": cost.macs, "params": cost.params, "params_nobn": cost.params_nobn,
         "supernet_macs": supernet_cost.macs, "supernet_params": supernet_cost.params,
         "lam": cfg.lam, "penalty": cfg.penalty, "shrinks": sum(h["shrunk"] for h in module.history),
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-        "fit_seconds": round(fit_seconds, 1), "model_ckpt": str(run_dir / "model.ckpt"),
-        "run_dir": str(run_dir),
+        "fit_seconds": round(fit_seconds, 1),
     }
-    return final, summary
+    artifacts = {name: run_dir / name for name in (
+        "flops.csv", "flops.png", "atoms.png", "checkpoints/last.ckpt")}
+    return SearchResult(arch=exported.spec, metrics=metrics, weights=run_dir / "model.ckpt",
+                        artifacts=artifacts)

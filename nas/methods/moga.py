@@ -20,20 +20,19 @@ import torch
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pytorch_lightning import seed_everything
 
-from nas.arch import io
-from nas.arch.spec import INIT_SCHEMES, ChainSpec
+from nas.arch.spec import INIT_SCHEMES
 from nas.arch.zoo.moga import ACTS, moga, moga_layer, moga_skeleton
 from nas.config import ConfigError, check, require
 from nas.cost import count
-from nas.cost.latency import LatencyTable, lut_report
+from nas.cost.lut import LatencyTable
+from nas.cost.lut_report import lut_report
 from nas.data import make_datamodule
 from nas.files import save_figure, write_atomic, write_text_atomic
 from nas.memory_format import set_memory_format
+from nas.methods.base import Method, SearchContext, SearchResult, method_setting
 from nas.methods.fairnas import FairNASModule
+from nas.methods.nsga import NSGAConfig, run_nsga
 from nas.optim import OptimConfig
-from nas.search.nsga import NSGAConfig, run_nsga
-from nas.search.runner import method_setting, search_trainer
-from nas.supernet.bn import recalibrate_bn
 from nas.supernet.chain import ChainSearchSpace, ChainSupernet
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,12 @@ class MogaConfig:
     stem_stride: int = 1
     init: Optional[str] = None
     same_batch: bool = False
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="sgd", lr=0.05))
+    # Supernet optimiser (MoGA 4.2: SGD momentum 0.9, lr 0.05, one cosine cycle to 0); the
+    # paper's batch size and weight decay are not stated.
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        name="sgd", lr=0.05, lr_reference_batch=64, momentum=0.9, nesterov=False,
+        weight_decay=4e-5, no_weight_decay_on_bn_and_bias=True, schedule="cosine",
+        warmup_epochs=0.0, warmup_start_factor=0.0, min_lr=0.0, label_smoothing=0.0))
     recalibration_steps: int = 10
     score_batches: Optional[int] = None
     objectives: list[str] = field(default_factory=lambda: list(OBJECTIVES))
@@ -127,9 +131,9 @@ class CandidateScorer:
 
     @torch.no_grad()
     def accuracy(self, vector: list[int]) -> float:
-        path = self.supernet.path(vector)
-        recalibrate_bn(path, self.recal_batches, len(self.recal_batches), self.device)
-        path.eval()
+        self.supernet.recalibrate(self.recal_batches, len(self.recal_batches), vector,
+                                  self.device)
+        path = self.supernet.path(vector).eval()
         correct = total = 0
         for x, y in self.eval_batches:
             pred = path(x.to(self.device)).argmax(1).cpu()
@@ -147,9 +151,11 @@ def _collect(loader, n: Optional[int]) -> list:
     return out
 
 
-def _train_supernet(module: FairNASModule, train_loader, ctx) -> tuple[float, bool]:
+def _train_supernet(module: FairNASModule, train_loader,
+                    ctx: SearchContext) -> tuple[float, bool]:
     """Fit the supernet; returns (seconds, whether this process is rank 0)."""
-    trainer = search_trainer(ctx, limit_val_batches=0, enable_checkpointing=False)
+    trainer = ctx.make_trainer(name="moga_supernet", limit_val_batches=0,
+                               enable_checkpointing=False)
     start = time.time()
     trainer.fit(module, train_dataloaders=train_loader)
     return time.time() - start, trainer.is_global_zero
@@ -166,12 +172,24 @@ def _load_supernet(supernet: ChainSupernet, path: Path) -> None:
                           f"remove it to retrain") from None
 
 
-def _latency_table(space: ChainSearchSpace, cfg: LutConfig, path: Path) -> LatencyTable:
-    """Every candidate at its input shape plus stem and head, timed inside whole-network
+def latency_stage(space: ChainSearchSpace, cfg: LutConfig, run_dir: Path,
+                  seed: int) -> tuple[LatencyTable, dict]:
+    """The search's latency table (run_dir/lut.json) and its fidelity report
+    (run_dir/lut_report.json; empty without report_archs); scripts/bench_lut.py measures
+    the README's figures through this same function.
+
+    Every candidate at its input shape plus stem and head is timed inside whole-network
     forwards on this machine; a saved table is reused when it was measured with the same
-    settings (nas.cost.latency.LatencyTable.load_or_build)."""
-    return LatencyTable.load_or_build(path, space, batch=cfg.batch, threads=cfg.threads,
-                                      warmup=cfg.warmup, repeats=cfg.repeats, clock=cfg.clock)
+    settings (LatencyTable.load_or_build). The report times report_archs random networks
+    whole and compares them with the table's predictions."""
+    table = LatencyTable.load_or_build(run_dir / "lut.json", space, batch=cfg.batch,
+                                       threads=cfg.threads, warmup=cfg.warmup,
+                                       repeats=cfg.repeats, clock=cfg.clock, seed=seed)
+    report: dict = {}
+    if cfg.report_archs:
+        report = lut_report(table, space, n=cfg.report_archs, seed=seed)
+        write_text_atomic(run_dir / "lut_report.json", json.dumps(report, indent=1) + "\n")
+    return table, report
 
 
 def _plot(rows: list[dict], path: Path) -> None:
@@ -198,9 +216,17 @@ def _plot(rows: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
-def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
+class MoGA(Method):
     """FairNAS supernet training, latency table, weighted NSGA-II, outputs."""
-    cfg = check(MogaConfig, method_cfg, "method")
+
+    Config = MogaConfig
+    recipe = "moga_a"  # the searched networks train as MoGA-A/B/C did (paper section 5)
+
+    def search(self, ctx: SearchContext) -> SearchResult | None:
+        return _search(self.cfg, ctx)
+
+
+def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     m = N_CHOICES
     per_path = ctx.data.batch_size
     loader_cfg = ctx.data if cfg.same_batch else dataclasses.replace(
@@ -220,7 +246,7 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     else:
         train_seconds, rank_zero = _train_supernet(module, train_loader, ctx)
         if not rank_zero:
-            return space.template, {"rank_zero": False}
+            return None
         write_atomic(saved, lambda f: torch.save(module.supernet.state_dict(), f), binary=True)
     # Scoring runs on the CPU: there the trainer's memory format (auto: channels-last) makes
     # every candidate's recalibration and evaluation faster.
@@ -228,11 +254,7 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     set_memory_format(supernet, ctx.trainer.memory_format, torch.device("cpu"))
 
     start = time.time()
-    table = _latency_table(space, cfg.lut, run_dir / "lut.json")
-    report = {}
-    if cfg.lut.report_archs:
-        report = lut_report(table, space, n=cfg.lut.report_archs, seed=ctx.seed)
-        write_text_atomic(run_dir / "lut_report.json", json.dumps(report, indent=1) + "\n")
+    table, report = latency_stage(space, cfg.lut, run_dir, ctx.seed)
     lut_seconds = time.time() - start
 
     # Fixed scoring batches: the first training batches (sliced to the per-path size) for
@@ -266,7 +288,7 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
                  res.generation, res.n_evals, len(res.front_F), best)
 
     start = time.time()
-    result = run_nsga(evaluate, space.n_choices, len(cfg.objectives), cfg.nsga,
+    result = run_nsga(evaluate, space.n_choices, len(cfg.objectives), cfg.nsga, seed=ctx.seed,
                       state_path=run_dir / "nsga_state.pkl", on_generation=progress)
     search_seconds = time.time() - start
     # Records of a resumed search's earlier generations are recomputed on demand.
@@ -282,11 +304,9 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
     _write_csv(rows, run_dir / "pareto.csv")
     _plot(rows, run_dir / "pareto.png")
 
-    front_dir = run_dir / "front"
     front = [records[tuple(int(v) for v in g)] for g in result.front_X]
-    for k, idx in enumerate(result.picked):
-        rec = front[idx]
-        io.save(space.to_spec(rec["genome"], name=f"moga_front_{k}"), front_dir / f"{k}.yaml")
+    picked = {f"front/{k}": space.to_spec(front[idx]["genome"], name=f"moga_front_{k}")
+              for k, idx in enumerate(result.picked)}
     allowed = [r for r in front if cfg.latency_limit_ms is None
                or r["latency_ms"] <= cfg.latency_limit_ms]
     if not allowed:
@@ -295,17 +315,20 @@ def search(method_cfg, ctx) -> tuple[ChainSpec, dict]:
                           f"{min(r['latency_ms'] for r in front):.3f} ms)")
     best = max(allowed, key=lambda r: (r["accuracy"], -r["latency_ms"]))
     spec = space.to_spec(best["genome"], name="moga_searched")
-    summary = {
-        "method": "moga", "genome": best["genome"], "accuracy": best["accuracy"],
+    metrics = {
+        "genome": best["genome"], "accuracy": best["accuracy"],
         "latency_ms": best["latency_ms"], "params": best["params"], "macs": best["macs"],
         "objectives": cfg.objectives, "weights": list(cfg.nsga.weights),
         "generations": result.generation, "unique_evaluations": result.n_evals,
         "front_size": len(front), "supernet_seconds": round(train_seconds, 1),
         "lut_seconds": round(lut_seconds, 1), "search_seconds": round(search_seconds, 1),
         "lut_entries": len(table), "lut_rel_rmse": report.get("rel_rmse"),
-        "lut_kendall_tau": report.get("kendall_tau"), "run_dir": str(run_dir),
+        "lut_kendall_tau": report.get("kendall_tau"),
     }
-    return spec, summary
+    artifacts = {name: run_dir / name for name in (
+        "supernet.pt", "lut.json", "lut_report.json", "nsga_state.pkl", "pareto.csv",
+        "pareto.png") if (run_dir / name).is_file()}
+    return SearchResult(arch=spec, metrics=metrics, others=picked, artifacts=artifacts)
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:

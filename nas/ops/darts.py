@@ -13,6 +13,9 @@ from torch import nn
 from nas.arch.shapes import reduction_layers
 from nas.arch.spec import CellSpec, GenotypeSpec
 from nas.ops.layers import Norm, drop_path, init_weights, make_norm
+from nas.ops.network import Network
+
+AUX_WEIGHT = 0.4  # auxiliary-head loss weight (official train.py)
 
 
 class ReLUConvBN(nn.Module):
@@ -173,13 +176,14 @@ class AuxiliaryHeadCIFAR(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class CellNet(nn.Module):
+class CellNet(Network):
     """NetworkCIFAR: stem conv3x3 -> `layers` cells -> GAP -> Linear.
 
     Reductions (width x2) at layers//3 and 2*layers//3; the auxiliary head (spec.auxiliary)
     reads the output of cell 2*layers//3. `drop_path_prob` starts at spec.drop_path and is
-    read at every forward: the official train.py ramps it per epoch by assigning it.
-    forward returns logits, or (logits, aux_logits) in training mode with an auxiliary head.
+    read at every forward and ramped linearly over training (`start_epoch`, as the official
+    train.py assigns it per epoch). forward returns logits, or (logits, aux_logits) in
+    training mode with an auxiliary head, whose loss `training_loss` adds.
     """
 
     def __init__(self, spec: CellSpec):
@@ -222,3 +226,12 @@ class CellNet(nn.Module):
                 aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
         return logits if aux is None else (logits, aux)
+
+    def training_loss(self, output, target: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
+        if isinstance(output, tuple):
+            logits, aux = output
+            return criterion(logits, target) + AUX_WEIGHT * criterion(aux, target)
+        return criterion(output, target)
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        self.drop_path_prob = self.spec.drop_path * epoch / max(1, epochs)

@@ -1,1 +1,1 @@
-"""Architecture search algorithms (MoGA weighted NSGA-II)."""
+"""`python -m nas.search`: the entry point and the method-independent runner."""

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -23,15 +24,19 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 @hydra.main(config_path=CONF_DIR, config_name="search", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from nas.console import quiet_third_party
+    quiet_third_party()
     from nas.search.runner import search
     from nas.training import USER_ERRORS
 
+    hydra_cfg = HydraConfig.get()
     try:
-        result = search(cfg)
+        result = search(cfg, Path(hydra_cfg.runtime.output_dir),
+                        hydra_cfg.runtime.choices.get("data", "embedded"))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    return result.get("accuracy")
+    return None if result is None else result.get("accuracy")
 
 
 if __name__ == "__main__":

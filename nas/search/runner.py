@@ -1,5 +1,5 @@
-"""The method-independent part of a search: check the shared config groups, run the method,
-write arch.yaml and result.json, print the command that trains the result."""
+"""The method-independent part of a search: find the method from its config, check the shared
+groups, run it, write arch.yaml and result.json, print the commands that train the result."""
 
 from __future__ import annotations
 
@@ -7,55 +7,34 @@ import dataclasses
 import importlib
 import json
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import CSVLogger
 
 from nas.arch import io
 from nas.config import ConfigError, check
 from nas.data import LoaderConfig, data_config
 from nas.files import write_text_atomic
-from nas.memory_format import MemoryFormat
-from nas.training import BudgetConfig, LoggerConfig, TrainerConfig
-
-# method name -> "module:function"; the function takes (method cfg, SearchContext) and
-# returns (ArchSpec, result dict).
-METHODS = {"moga": "nas.methods.moga:search", "atomnas": "nas.methods.atomnas:search"}
+from nas.methods.base import Method, SearchContext, SearchResult
+from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
+from nas.training import with_budget_batch
 
 
-@dataclass
-class SearchContext:
-    """What every method gets besides its own config."""
-
-    run_dir: Path
-    data: LoaderConfig
-    budget: BudgetConfig
-    trainer: TrainerConfig
-    logger: LoggerConfig
-    seed: int
-    data_choice: str
-
-
-def search_trainer(ctx: SearchContext, **overrides) -> pl.Trainer:
-    """A Lightning Trainer from the shared trainer, budget and logger groups (CSV log in the
-    run directory, no sanity validation, the trainer's memory format); a method adds or
-    overrides arguments, and its callbacks come after the memory format's."""
-    t, b = ctx.trainer, ctx.budget
-    kwargs = dict(
-        default_root_dir=str(ctx.run_dir), max_epochs=b.epochs,
-        limit_train_batches=b.limit_train_batches, limit_val_batches=b.limit_val_batches,
-        limit_test_batches=b.limit_test_batches, accelerator=t.accelerator, devices=t.devices,
-        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
-        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0,
-        logger=CSVLogger(str(ctx.run_dir), name="csv", version="") if ctx.logger.csv else False)
-    callbacks = [MemoryFormat(t.memory_format), *overrides.pop("callbacks", [])]
-    kwargs.update(overrides)
-    return pl.Trainer(callbacks=callbacks, **kwargs)
+def method_class(method_cfg: DictConfig) -> type[Method]:
+    """The Method subclass named by `method._target_` ("package.module.ClassName")."""
+    target = method_cfg.get("_target_")
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(f"method._target_: expected the import path of a nas.methods.base."
+                          f"Method subclass (e.g. nas.methods.moga.MoGA), got {target!r}")
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"method._target_: cannot import {target} ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ConfigError(f"method._target_: {target} is not a nas.methods.base.Method subclass")
+    return cls
 
 
 def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
@@ -66,22 +45,6 @@ def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
     if root and data_choice not in ("embedded", "digits"):
         args.append(f"data.root={root}")
     return " ".join(shlex.quote(a) for a in args)
-
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def method_setting(method: str, budget: str = "demo") -> tuple[DictConfig, dict, dict]:
-    """What `nas.search method=<method> budget=<budget>` runs with, read from the configs so
-    scripts follow the search when a budget changes: conf/method/<method>.yaml with the
-    overrides of conf/method_budget/<method>/<budget>.yaml, and that overlay's budget and
-    data overrides (plain dicts, empty where it has none)."""
-    overlay = OmegaConf.load(CONF_DIR / "method_budget" / method / f"{budget}.yaml")
-    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml"),
-                          overlay.get("method") or {})
-    extra = {k: OmegaConf.to_container(overlay[k]) if k in overlay else {}
-             for k in ("budget", "data")}
-    return cfg, extra["budget"], extra["data"]
 
 
 # What a resumed search takes from the saved run: everything that decides its result. The
@@ -103,43 +66,53 @@ def resumed_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, str]:
     return OmegaConf.create(merged), choices.get("data", "embedded")
 
 
-def search(cfg: DictConfig) -> dict:
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    data_choice = hydra_cfg.runtime.choices.get("data", "embedded")
+def search(cfg: DictConfig, run_dir: Path, data_choice: str) -> Optional[dict]:
+    """Run the search `cfg` describes in `run_dir`; returns result.json's content on rank
+    zero, None on other ranks. `resume_dir` in `cfg` continues that run in place instead."""
     if cfg.get("resume_dir"):
-        # Continue the earlier run in its own directory: finished stages are reused
-        # (supernet.pt, lut.json) and the evolutionary search resumes from nsga_state.pkl.
+        # Continue the earlier run in its own directory: the method reuses what it finished.
         run_dir = Path(cfg.resume_dir)
         cfg, data_choice = resumed_config(cfg, run_dir)
         print(f"Resuming the search in {run_dir}")
-    name = cfg.method.get("name")
-    if name not in METHODS:
-        raise ConfigError(f"method.name: expected one of {', '.join(METHODS)}, got {name!r}")
+    cls = method_class(cfg.method)
+    method_cfg = {k: v for k, v in cfg.method.items() if k != "_target_"}
+    method = cls(check(cls.Config, method_cfg, "method"))
     budget = check(BudgetConfig, cfg.budget, "budget")
-    trainer = check(TrainerConfig, cfg.trainer, "trainer")
-    logger = check(LoggerConfig, cfg.logger, "logger")
     data = data_config(cfg.data)
-    if budget.batch_size is not None:
-        data = dataclasses.replace(data, batch_size=budget.batch_size,
+    if budget.batch_size is not None:  # search loaders keep a larger evaluation batch
+        data = dataclasses.replace(with_budget_batch(data, budget),
                                    eval_batch_size=max(budget.batch_size, data.eval_batch_size))
-    ctx = SearchContext(run_dir=run_dir, data=data, budget=budget, trainer=trainer,
-                        logger=logger, seed=int(cfg.get("seed", 0)), data_choice=data_choice)
-    module, fn = METHODS[name].split(":")
-    spec, result = getattr(importlib.import_module(module), fn)(cfg.method, ctx)
-    if not result.get("rank_zero", True):
-        return result
+    ctx = SearchContext(run_dir=run_dir, data=data, data_choice=data_choice, budget=budget,
+                        trainer=check(TrainerConfig, cfg.trainer, "trainer"),
+                        logger=check(LoggerConfig, cfg.logger, "logger"),
+                        seed=int(cfg.get("seed", 0)))
+    result = method.search(ctx)
+    if result is None:  # not rank zero
+        return None
+    return write_result(result, ctx, method)
+
+
+def write_result(result: SearchResult, ctx: SearchContext, method: Method) -> dict:
+    """arch.yaml, the other specs, result.json; print the train (and evaluate) commands."""
     arch_path = ctx.run_dir / "arch.yaml"
-    io.save(spec, arch_path)
-    result["arch_yaml"] = str(arch_path)
-    result["train_command"] = train_command(arch_path.resolve(), ctx.data_choice, data)
-    if result.get("model_ckpt"):  # a method whose result is already trained (AtomNAS)
-        weights = shlex.quote(str(Path(result["model_ckpt"]).resolve()))
-        result["evaluate_command"] = (f"{result['train_command']} weights={weights} "
-                                      f"evaluate_only=true")
-    write_text_atomic(ctx.run_dir / "result.json", json.dumps(result, indent=1) + "\n")
-    print(f"\nTrain the selected architecture:\n  {result['train_command']}\n")
-    if "evaluate_command" in result:
+    io.save(result.arch, arch_path)
+    for key, spec in result.others.items():
+        io.save(spec, ctx.run_dir / f"{key}.yaml")
+    command = train_command(arch_path.resolve(), ctx.data_choice, ctx.data)
+    recipe = method.recipe
+    summary = {"method": method.cfg.name, **result.metrics, "arch_yaml": str(arch_path),
+               "recipe": recipe, "train_command": command, "run_dir": str(ctx.run_dir)}
+    summary["others"] = {k: str(ctx.run_dir / f"{k}.yaml") for k in result.others}
+    summary["artifacts"] = {k: str(v) for k, v in result.artifacts.items()}
+    print(f"\nTrain the selected architecture:\n  {command}\n")
+    if recipe:
+        print(f"At the paper's scale (the recipe conf/recipe/paper/{recipe}.yaml, recorded in "
+              f"result.json):\n  {command} budget=paper\n")
+    if result.weights is not None:
+        weights = shlex.quote(str(Path(result.weights).resolve()))
+        summary["model_ckpt"] = str(result.weights)
+        summary["evaluate_command"] = f"{command} weights={weights} evaluate_only=true"
         print(f"Evaluate (or, without evaluate_only, fine-tune) its trained weights:\n"
-              f"  {result['evaluate_command']}\n")
-    return result
+              f"  {summary['evaluate_command']}\n")
+    write_text_atomic(ctx.run_dir / "result.json", json.dumps(summary, indent=1) + "\n")
+    return summary

@@ -14,11 +14,11 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from nas.arch.builder import Head, conv_layer
+from nas.arch.builder import build_block, build_head, build_stem
 from nas.arch.spec import ChainSpec
 from nas.arch.validate import validate
-from nas.ops.blocks import BLOCKS
-from nas.ops.layers import init_weights, make_norm
+from nas.ops.layers import init_weights
+from nas.supernet.base import Exported
 from nas.supernet.bn import recalibrate_bn
 from nas.supernet.space import Decision, SearchSpace
 
@@ -64,23 +64,20 @@ class PathNet(nn.Module):
 
 
 class ChainSupernet(nn.Module):
-    """Every candidate block of a ChainSearchSpace, initialised as the template's family."""
+    """Every candidate block of a ChainSearchSpace, built and initialised as the template's
+    network is (nas.arch.builder); a single-path implementation of nas.supernet.base.Supernet."""
 
     def __init__(self, space: ChainSearchSpace):
         super().__init__()
         self.space = space
         t = space.template
-        norm = make_norm(t.bn.eps, t.bn.momentum)
-        self.stem = conv_layer(t.in_channels, t.stem, norm)
-        cin, n = t.stem.out, len(space.positions)
-        layers = []
+        self.stem = build_stem(t)
+        cin, layers = t.stem.out, []
         for i, cands in enumerate(space.positions):
-            drop = t.drop_path * i / n
-            layers.append(nn.ModuleList(BLOCKS[type(b)](b, cin, norm=norm, drop_path=drop)
-                                        for b in cands))
+            layers.append(nn.ModuleList(build_block(t, b, cin, i) for b in cands))
             cin = cands[0].out
         self.choices = nn.ModuleList(layers)
-        self.head = Head(t.head, cin, t.num_classes, norm)
+        self.head = build_head(t, cin)
         init_weights(self, t.init)
 
     def path(self, vector: Sequence[int]) -> PathNet:
@@ -91,13 +88,20 @@ class ChainSupernet(nn.Module):
     def forward(self, x: torch.Tensor, vector: Sequence[int]) -> torch.Tensor:
         return self.path(vector)(x)
 
-    def recalibrate(self, vector: Sequence[int], batches: Iterable, steps: int,
+    def recalibrate(self, batches: Iterable, steps: int, choice: Sequence[int] | None = None,
                     device: torch.device | str | None = None) -> int:
         """Re-estimate the BN statistics of one path (other candidates are untouched)."""
-        return recalibrate_bn(self.path(vector), batches, steps, device)
+        return recalibrate_bn(self.path(self._required(choice)), batches, steps, device)
 
-    def export(self, vector: Sequence[int], name: str | None = None) -> tuple[ChainSpec, dict]:
+    def export(self, choice: Sequence[int] | None = None, name: str | None = None) -> Exported:
         """The chosen architecture as a spec, with its inherited weights for build(spec)."""
-        spec = self.space.to_spec(vector, name)
+        vector = self._required(choice)
         state = {k: v.detach().clone() for k, v in self.path(vector).state_dict().items()}
-        return spec, state
+        return Exported(self.space.to_spec(vector, name), state)
+
+    @staticmethod
+    def _required(choice: Sequence[int] | None) -> Sequence[int]:
+        if choice is None:
+            raise ValueError("a single-path supernet has no choice of its own: pass a "
+                             "decision vector")
+        return choice

@@ -257,8 +257,7 @@ class NSGAConfig:
     random_mutation_prob: float = 0.5       # top level: random reset vs roulette wheel
     gene_mutation_prob: float | None = None  # null: 1 / number of genes
     prior_smoothing: float = 1.0            # roulette wheel: add-one counts
-    seed: int = 0
-    n_front: int = 3                        # K architectures picked from the final front
+    n_front: int = 5                        # K architectures picked from the final front
 
     def __post_init__(self) -> None:
         require(self.pop_size >= 2, "pop_size", "an integer >= 2", self.pop_size)
@@ -413,7 +412,7 @@ def _result(algorithm, generation: int, cache: EvalCache, n_front: int) -> NSGAR
 # ----------------------------------------------------------------------------- driver
 
 
-def _fingerprint(cfg: NSGAConfig, n_choices: Sequence[int], n_obj: int) -> dict:
+def _fingerprint(cfg: NSGAConfig, n_choices: Sequence[int], n_obj: int, seed: int) -> dict:
     """What a resumed search must share with the saved one (generations and n_front may
     change: resuming with more generations extends the search)."""
     d = asdict(cfg)
@@ -422,6 +421,7 @@ def _fingerprint(cfg: NSGAConfig, n_choices: Sequence[int], n_obj: int) -> dict:
     d["weights"] = [float(x) for x in d["weights"]]
     d["n_choices"] = [int(k) for k in n_choices]
     d["n_obj"] = int(n_obj)
+    d["seed"] = int(seed)
     return d
 
 
@@ -431,7 +431,7 @@ def _save(path: Path, state: dict) -> None:
 
 
 def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int], n_obj: int,
-             cfg: NSGAConfig, state_path: Path | None = None,
+             cfg: NSGAConfig, seed: int, state_path: Path | None = None,
              on_generation: Callable[[NSGAResult], None] | None = None) -> NSGAResult:
     """Run (or resume) the weighted NSGA-II for cfg.generations generations.
 
@@ -449,7 +449,7 @@ def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int
         raise ConfigError(f"weights: expected {n_obj} values (one per objective), "
                           f"got {list(cfg.weights)!r}")
     state_path = Path(state_path) if state_path is not None else None
-    fingerprint = _fingerprint(cfg, n_choices, n_obj)
+    fingerprint = _fingerprint(cfg, n_choices, n_obj, seed)
 
     if state_path is not None and state_path.exists():
         # pickle is safe here: the state file is our own, written by _save on this machine
@@ -468,7 +468,7 @@ def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int
         problem = GenomeProblem(n_choices, n_obj)
         cache = EvalCache(problem_fn, n_obj)
         algorithm = make_algorithm(cfg)
-        algorithm.setup(problem, termination=NoTermination(), seed=cfg.seed, verbose=False)
+        algorithm.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
         generation = 0
     problem.fn = cache
 

@@ -1,0 +1,88 @@
+"""The method contract: what a search method is given, what it returns, and its base class.
+
+A method is one module plus its config: a `Method` subclass with a dataclass `Config` (the
+schema of the `method` group), named by `_target_` in `conf/method/<name>.yaml`, with its
+budget scales in `conf/method/<name>/<budget>.yaml`. `nas.search.runner` finds it from the
+config and does the shared plumbing (run directory, result files, printed commands).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Sequence
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback
+
+from nas.arch.spec import ArchSpec
+from nas.data import LoaderConfig
+from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass
+class SearchContext:
+    """What every method gets besides its own config (checked groups of the search run)."""
+
+    run_dir: Path
+    data: LoaderConfig          # budget.batch_size already applied
+    data_choice: str            # the `data=` option, for the printed train command
+    budget: BudgetConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+    seed: int                   # every random stream of the search derives from it
+
+    def make_trainer(self, *, name: str, callbacks: Sequence[Callback] = (),
+                     single_device: Optional[str] = None, **overrides: Any) -> pl.Trainer:
+        """A Trainer from the run's trainer, budget and logger groups (nas.trainer), without
+        sanity validation; `overrides` are the Trainer arguments a stage sets itself."""
+        overrides.setdefault("num_sanity_val_steps", 0)
+        return make_trainer(self.run_dir, self.trainer, self.budget, self.logger, name=name,
+                            callbacks=callbacks, single_device=single_device, **overrides)
+
+
+@dataclass
+class SearchResult:
+    """What a search returns; the runner writes it (arch.yaml, result.json, other specs)."""
+
+    arch: ArchSpec                                    # the selected architecture
+    metrics: dict[str, Any]                           # headline figures (JSON values)
+    others: dict[str, ArchSpec] = field(default_factory=dict)  # "front/0" -> front/0.yaml
+    weights: Optional[Path] = None    # trained weights of `arch` (nas checkpoint), if any
+    artifacts: dict[str, Path] = field(default_factory=dict)   # plots, tables, state files
+
+
+class Method(ABC):
+    """A search method. Subclasses set `Config` (a dataclass whose fields are the `method`
+    group's keys, `name` included) and `recipe` (the zoo name whose paper recipe,
+    conf/recipe/paper/<recipe>.yaml, trains the result at budget=paper), and implement
+    `search`."""
+
+    Config: ClassVar[type]
+    recipe: ClassVar[Optional[str]] = None
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    @abstractmethod
+    def search(self, ctx: SearchContext) -> Optional[SearchResult]:
+        """Run the search in ctx.run_dir; the result on rank zero, None on other ranks."""
+
+
+def method_setting(method: str, budget: str = "demo") -> tuple[DictConfig, dict, dict]:
+    """What `nas.search method=<method> budget=<budget>` runs with, read from the configs so
+    that scripts follow the search when a budget changes: conf/method/<method>.yaml with the
+    `method` overrides of conf/method/<method>/<budget>.yaml, and that overlay's budget and
+    data overrides (plain dicts, empty where it has none)."""
+    base = OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml")
+    overlay_path = CONF_DIR / "method" / method / f"{budget}.yaml"
+    overlay = OmegaConf.load(overlay_path) if overlay_path.is_file() else OmegaConf.create()
+    cfg = OmegaConf.merge(base, overlay.get("method") or {})
+    cfg.pop("_target_", None)
+    extra = {k: OmegaConf.to_container(overlay[k]) if k in overlay else {}
+             for k in ("budget", "data")}
+    return cfg, extra["budget"], extra["data"]

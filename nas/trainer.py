@@ -1,0 +1,145 @@
+"""The one Lightning Trainer factory (training, every search, every script) and the schemas
+of the groups it reads: `trainer`, `budget`, `logger`.
+
+Every option of these groups is either honoured by the Trainer it builds or stops the
+stage with one ConfigError line; none is dropped in silence.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, RichProgressBar
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from nas.config import ConfigError, require
+from nas.memory_format import MEMORY_FORMATS, MemoryFormat
+
+
+@dataclass
+class BudgetConfig:
+    name: str = "demo"
+    epochs: int = 15
+    limit_train_batches: Any = 1.0
+    limit_val_batches: Any = 1.0
+    limit_test_batches: Any = 1.0
+    # Replaces data.batch_size and data.eval_batch_size when set (smoke: small and fast).
+    batch_size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        require(self.batch_size is None or self.batch_size >= 1, "batch_size",
+                "null or an integer >= 1", self.batch_size)
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            v = getattr(self, key)
+            ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or \
+                (isinstance(v, float) and 0.0 < v <= 1.0)
+            require(ok, key, "a batch count >= 1 or a fraction in (0, 1]", v)
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    sync_batchnorm: bool = False
+    deterministic: bool = False
+    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = 1
+    enable_progress_bar: bool = True
+    memory_format: str = "auto"  # auto (channels_last on the CPU) | channels_last | contiguous
+
+    def __post_init__(self) -> None:
+        require(self.memory_format in MEMORY_FORMATS, "memory_format",
+                f"one of {', '.join(MEMORY_FORMATS)}", self.memory_format)
+        require(self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "accelerator",
+                "one of auto, cpu, gpu, cuda, mps", self.accelerator)
+        require(self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1),
+                "devices", "'auto' or an integer >= 1", self.devices)
+        require(self.num_nodes >= 1, "num_nodes", "an integer >= 1", self.num_nodes)
+        require(self.precision in ("32-true", "16-mixed", "bf16-mixed", "64-true"), "precision",
+                "one of 32-true, 16-mixed, bf16-mixed, 64-true", self.precision)
+        require(self.log_every_n_steps >= 1, "log_every_n_steps", "an integer >= 1",
+                self.log_every_n_steps)
+        require(self.check_val_every_n_epoch >= 1, "check_val_every_n_epoch", "an integer >= 1",
+                self.check_val_every_n_epoch)
+
+
+@dataclass
+class LoggerConfig:
+    csv: bool = True
+    wandb: bool = True
+    wandb_mode: str = "offline"
+    project: str = "nas"
+
+    def __post_init__(self) -> None:
+        require(self.wandb_mode in ("offline", "online", "disabled"), "wandb_mode",
+                "one of offline, online, disabled", self.wandb_mode)
+
+
+def make_loggers(cfg: LoggerConfig, run_dir: Path, name: str) -> list:
+    """CSV in <run_dir>/csv, and wandb (offline by default: no account or network needed)."""
+    loggers: list = []
+    if cfg.csv:
+        loggers.append(CSVLogger(str(run_dir), name="csv", version=""))
+    if cfg.wandb and cfg.wandb_mode != "disabled":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        wandb = WandbLogger(project=cfg.project, name=name, save_dir=str(run_dir),
+                            mode=cfg.wandb_mode)
+        # Lightning always passes anonymous=None, which wandb warns is deprecated whatever
+        # its value; leaving the argument out is the same setting without the notice.
+        wandb._wandb_init.pop("anonymous", None)
+        loggers.append(wandb)
+    return loggers
+
+
+def _runs_on_cuda(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
+                 logger: LoggerConfig, *, name: str, callbacks: Sequence[Callback] = (),
+                 single_device: Optional[str] = None, **overrides: Any) -> pl.Trainer:
+    """A Trainer for one stage of a run in `run_dir`, named `name` in the loggers.
+
+    The memory-format callback comes first (weight averaging copies the module at its own
+    setup), then the stage's `callbacks`, the lr monitor when something logs, the progress
+    bar. `single_device` names a stage that cannot run on several processes (the reason is
+    in the error). `overrides` are Trainer arguments the stage sets itself, such as
+    `limit_val_batches=0` for a stage without validation.
+    """
+    if trainer.sync_batchnorm and not _runs_on_cuda(trainer.accelerator):
+        raise ConfigError("trainer.sync_batchnorm: SyncBatchNorm runs on CUDA devices only; "
+                          "set trainer.sync_batchnorm=false to keep per-process BN on "
+                          f"{trainer.accelerator} (accelerator), or train on GPUs")
+    loggers = make_loggers(logger, run_dir, name)
+    all_callbacks: list[Callback] = [MemoryFormat(trainer.memory_format), *callbacks]
+    if loggers:
+        all_callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if trainer.enable_progress_bar:
+        all_callbacks.append(RichProgressBar(leave=True))
+    kwargs: dict[str, Any] = dict(
+        default_root_dir=str(run_dir), max_epochs=budget.epochs,
+        limit_train_batches=budget.limit_train_batches,
+        limit_val_batches=budget.limit_val_batches, limit_test_batches=budget.limit_test_batches,
+        accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
+        strategy=trainer.strategy, precision=trainer.precision,
+        sync_batchnorm=trainer.sync_batchnorm, deterministic=trainer.deterministic,
+        log_every_n_steps=trainer.log_every_n_steps,
+        check_val_every_n_epoch=trainer.check_val_every_n_epoch,
+        enable_progress_bar=trainer.enable_progress_bar, enable_model_summary=False,
+        logger=loggers or False)
+    kwargs.update(overrides)
+    built = pl.Trainer(callbacks=all_callbacks, **kwargs)
+    if single_device and built.world_size > 1:
+        raise ConfigError(f"trainer.devices: {single_device}; got {built.world_size} processes "
+                          f"(trainer.devices={trainer.devices}, "
+                          f"trainer.num_nodes={trainer.num_nodes})")
+    return built
