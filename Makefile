@@ -19,13 +19,13 @@ demo: venv
 	$(BIN)/python -m nas.zoo
 	$(BIN)/python -m nas.train
 
-# Default test run (no `slow` tests), two workers; tests sharing a smoke search share a worker.
+# Default test run (no `slow` tests), two workers.
 test: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2
 
 # Everything, the slow tests included.
 test-all: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m ""
+	$(BIN)/python -m pytest -q -n 2 -m ""
 
 bench: venv
 	$(BIN)/python scripts/bench_cost.py

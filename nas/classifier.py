@@ -1,8 +1,9 @@
 """ClassifierModule: stand-alone training of any ArchSpec with Lightning.
 
 The checkpoint stores the spec (YAML) beside the weights, so a checkpoint alone rebuilds
-and evaluates its model (`nas.checkpoints.load_model`). What a network family adds to training (DARTS's
-auxiliary loss and drop-path ramp) lives with the network (`nas.ops.network.Network`).
+and evaluates its model (`nas.checkpoints.load_model`). What a network family adds to
+training (DARTS's auxiliary loss and drop-path ramp) lives with the network
+(`nas.ops.network.Network`).
 """
 
 from __future__ import annotations

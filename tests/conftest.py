@@ -55,12 +55,3 @@ def moga_smoke(smoke_search):
 def atomnas_smoke(smoke_search):
     return smoke_search("atomnas")
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items):
-    """The tests that share a smoke search run on one xdist worker (`--dist loadgroup`, as
-    `make test` runs), so each search runs once per session, not once per worker."""
-    for item in items:
-        for name in ("moga_smoke", "atomnas_smoke"):
-            if name in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(name))

@@ -5,7 +5,6 @@ import json
 import shlex
 import shutil
 
-
 from nas.arch import io
 from nas.cost import count
 

@@ -201,8 +201,9 @@ def test_slurm_launcher_config_composes():
 
 
 def test_smoke_budget_trains_every_zoo_architecture(tmp_path):
+    # Two jobs at a time: the test subprocesses run one thread each (conftest).
     r = _train(tmp_path, *FAST, f"arch={','.join(ZOO)}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-               multirun=True, timeout=1800)
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", multirun=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/metrics.json")]
     assert sorted(m["arch"] for m in runs) == sorted(ZOO)
