@@ -100,6 +100,12 @@ def make_loggers(cfg: LoggerConfig, run_dir: Path, name: str) -> list:
     return loggers
 
 
+def _limit(value: Any) -> Any:
+    """A budget's batch limit for the Trainer: the fraction 1.0 (every batch) as Lightning's
+    own default, None, which it does not announce on every run as it does an explicit 1.0."""
+    return None if isinstance(value, float) and value == 1.0 else value
+
+
 def _runs_on_cuda(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
@@ -127,8 +133,9 @@ def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
         all_callbacks.append(RichProgressBar(leave=True))
     kwargs: dict[str, Any] = dict(
         default_root_dir=str(run_dir), max_epochs=budget.epochs,
-        limit_train_batches=budget.limit_train_batches,
-        limit_val_batches=budget.limit_val_batches, limit_test_batches=budget.limit_test_batches,
+        limit_train_batches=_limit(budget.limit_train_batches),
+        limit_val_batches=_limit(budget.limit_val_batches),
+        limit_test_batches=_limit(budget.limit_test_batches),
         accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
         strategy=trainer.strategy, precision=trainer.precision,
         sync_batchnorm=trainer.sync_batchnorm, deterministic=trainer.deterministic,

@@ -121,3 +121,21 @@ def test_entry_points_print_no_third_party_notices(tmp_path):
     kept = [f"KEEP-{i}" for i in range(1, 10)]
     assert [k for k in kept if k not in out] == [], out
     assert "WANDB_SILENT=true" in out and out.rstrip().endswith("done")
+
+
+def test_a_budget_of_every_batch_is_not_announced(tmp_path, caplog):
+    """Lightning explains an explicit limit of 1.0 on every run; the budget's default "all
+    batches" reaches it as its own default instead."""
+    import logging
+
+    from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
+
+    with caplog.at_level(logging.INFO):
+        trainer = make_trainer(tmp_path, TrainerConfig(accelerator="cpu"), BudgetConfig(),
+                               LoggerConfig(csv=False, wandb=False), name="x")
+    assert trainer.limit_train_batches == trainer.limit_val_batches == 1.0
+    assert not [r for r in caplog.records if "was configured so" in r.getMessage()]
+    trainer = make_trainer(tmp_path, TrainerConfig(accelerator="cpu"),
+                           BudgetConfig(limit_train_batches=3, limit_val_batches=0.5),
+                           LoggerConfig(csv=False, wandb=False), name="x")
+    assert (trainer.limit_train_batches, trainer.limit_val_batches) == (3, 0.5)
