@@ -216,6 +216,29 @@ def test_cifar_missing_files_error(tmp_path):
         make_datamodule({"name": "cifar100", "root": str(tmp_path)}).setup()
 
 
+class _Planted:
+    """Unpickling this runs `touch <path>`: what a crafted data_batch_1 could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.path}",)
+
+
+def test_a_cifar_pickle_cannot_run_code(tmp_path):
+    d = write_cifar10(tmp_path / "data")
+    planted = tmp_path / "planted"
+    _dump({b"data": _Planted(planted), b"labels": [0]}, d / "data_batch_1")
+    with pytest.raises(DataError) as e:
+        make_datamodule({"name": "cifar10", "root": str(tmp_path / "data")}).setup()
+    assert "data_batch_1: not a CIFAR python pickle (it names" in _one_line(e)
+    assert "system, which a CIFAR pickle never holds" in str(e.value)
+    assert not planted.exists()
+
+
 def test_cifar_malformed_pickle_names_the_file(tmp_path):
     d = write_cifar10(tmp_path)
     (d / "data_batch_3").write_bytes(b"garbage, not a pickle")

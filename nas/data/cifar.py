@@ -68,11 +68,30 @@ def expected_layout(name: str, root: Path) -> str:
     return f"{root / spec['folder']}/{{{spec['layout']}}} (the python version of {name})"
 
 
+# The only callables a CIFAR pickle (a dict of bytes, lists and one uint8 array) names: how
+# numpy rebuilds an array. Anything else, such as os.system, is refused before it is loaded.
+_ARRAY_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"),
+                                                              ("numpy", "dtype"),
+                                                              ("_codecs", "encode")}
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: reading a file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR pickle "
+                                         f"never holds")
+        return super().find_class(module, name)
+
+
 def read_pickle(path: Path, label_key: bytes | None) -> dict:
-    """One CIFAR pickle; data checked to be uint8 N x 3072 with N labels."""
+    """One CIFAR pickle, read through _PlainDataUnpickler; data checked to be uint8 N x 3072
+    with N labels."""
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _PlainDataUnpickler(f, encoding="bytes").load()
         if not isinstance(d, dict):
             raise ValueError(f"a {type(d).__name__}, not a dict")
         if label_key is None:
