@@ -75,3 +75,29 @@ def test_bad_resume_dir_is_one_line(moga_smoke, tmp_path, run_entry):
     r = run_entry("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
     assert r.returncode == 2 and "supernet.pt: not a supernet" in r.stderr.strip().splitlines()[-1]
     assert (run / "result.json").read_text() == before  # earlier output kept
+
+
+def test_a_given_latency_table_makes_the_search_reproducible(moga_smoke, tmp_path, run_entry):
+    """The same seed and table select the same architecture (a table measured afresh
+    differs from run to run, and with it the front)."""
+    tmp, _ = moga_smoke
+    table = tmp_path / "given_lut.json"
+    shutil.copy(tmp / "run" / "lut.json", table)
+    r = run_entry("nas.search", tmp_path, "method=moga", "budget=smoke",
+                  f"method.lut.table={table}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = json.loads((tmp / "run" / "result.json").read_text())
+    after = json.loads((tmp_path / "run" / "result.json").read_text())
+    for key in ("genome", "accuracy", "latency_ms"):
+        assert after[key] == before[key], key
+    assert (tmp_path / "run" / "pareto.csv").read_text() == \
+        (tmp / "run" / "pareto.csv").read_text()
+
+    other = json.loads(table.read_text())
+    other["meta"]["threads"] = 2
+    table.write_text(json.dumps(other))
+    r = run_entry("nas.search", tmp_path, "method=moga", "budget=smoke",
+                  f"method.lut.table={table}", run_dir="refused")
+    assert r.returncode == 2 and not (tmp_path / "refused" / "supernet.pt").exists()
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: method.lut.table: {table} was measured with threads=2; this search needs 1")

@@ -24,8 +24,9 @@ from nas.arch.spec import INIT_SCHEMES
 from nas.arch.zoo.moga import ACTS, moga, moga_layer, moga_skeleton
 from nas.config import ConfigError, check, require
 from nas.cost import count
-from nas.cost.lut import LatencyTable
+from nas.cost.lut import LatencyTable, LatencyTableError, space_layout
 from nas.cost.lut_report import lut_report
+from nas.cost.timing import device_name
 from nas.data import make_datamodule
 from nas.files import save_figure, write_atomic, write_text_atomic
 from nas.memory_format import set_memory_format
@@ -71,6 +72,9 @@ class LutConfig:
     repeats: int = 20
     clock: str = "thread"   # CPU time of the timing thread: other processes do not count
     report_archs: int = 30  # lut_report.json: predicted vs measured on this many networks
+    # A saved lut.json to search with instead of measuring one (the same table and seed select
+    # the same architecture; a table measured afresh differs run to run).
+    table: Optional[str] = None
 
     def __post_init__(self) -> None:
         for key in ("threads", "batch", "repeats"):
@@ -182,14 +186,42 @@ def latency_stage(space: ChainSearchSpace, cfg: LutConfig, run_dir: Path,
     forwards on this machine; a saved table is reused when it was measured with the same
     settings (LatencyTable.load_or_build). The report times report_archs random networks
     whole and compares them with the table's predictions."""
-    table = LatencyTable.load_or_build(run_dir / "lut.json", space, batch=cfg.batch,
-                                       threads=cfg.threads, warmup=cfg.warmup,
-                                       repeats=cfg.repeats, clock=cfg.clock, seed=seed)
+    path = run_dir / "lut.json"
+    if cfg.table is not None:
+        table = given_table(Path(cfg.table), space, cfg)
+        if not path.is_file():  # the run keeps its own copy, which its resume finds
+            table.save(path)
+    else:
+        table = LatencyTable.load_or_build(path, space, batch=cfg.batch, threads=cfg.threads,
+                                           warmup=cfg.warmup, repeats=cfg.repeats,
+                                           clock=cfg.clock, seed=seed)
     report: dict = {}
     if cfg.report_archs:
         report = lut_report(table, space, n=cfg.report_archs, seed=seed)
         write_text_atomic(run_dir / "lut_report.json", json.dumps(report, indent=1) + "\n")
     return table, report
+
+
+def given_table(path: Path, space: ChainSearchSpace, cfg: LutConfig) -> LatencyTable:
+    """`method.lut.table`: a saved table, refused with one line unless it was measured on
+    this device and torch with the search's threads, batch and clock, at the space's
+    resolution, and holds every entry the space needs."""
+    try:
+        table = LatencyTable.load(path)
+    except LatencyTableError as e:
+        raise ConfigError(f"method.lut.table: {e}") from None
+    wanted = {"device": device_name("cpu"), "torch_version": torch.__version__,
+              "threads": cfg.threads, "batch": cfg.batch, "clock": cfg.clock,
+              "resolution": space.template.input_size}
+    for name, value in wanted.items():
+        if table.meta.get(name) != value:
+            raise ConfigError(f"method.lut.table: {path} was measured with {name}="
+                              f"{table.meta.get(name)!r}; this search needs {value!r}")
+    missing = space_layout(space).keys() - table.entries.keys()
+    if missing:
+        raise ConfigError(f"method.lut.table: {path} lacks {len(missing)} of the entries this "
+                          f"search space needs (another width, stem or number of classes?)")
+    return table
 
 
 def _plot(rows: list[dict], path: Path) -> None:
@@ -235,6 +267,8 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     train_loader, heldout_loader = datamodule.search_dataloaders()
     space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride, init=cfg.init,
                        num_classes=datamodule.num_classes, input_size=datamodule.input_size)
+    if cfg.lut.table is not None:  # a table that does not fit is refused before any work
+        given_table(Path(cfg.lut.table), space, cfg.lut)
     seed_everything(ctx.seed, workers=True, verbose=False)
     module = FairNASModule(space, cfg.optim, batch_size=per_path, seed=ctx.seed,
                            same_batch=cfg.same_batch)
