@@ -27,8 +27,12 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError,
-            OSError) as e:
+            OSError, KeyError, IndexError, TypeError, AttributeError, MemoryError) as e:
+        # A file that is not a torch checkpoint (a text file, a truncated download) fails
+        # inside the unpickler with whichever of these its bytes happen to provoke.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, (KeyError, IndexError, TypeError, AttributeError)):
+            first = f"not a torch checkpoint file; the unpickler stopped at {type(e).__name__}"
         raise CheckpointError(f"{path}: not a readable checkpoint ({first[:160]})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("nas"), dict):
         raise CheckpointError(f"{path}: not a nas training checkpoint (expected the 'nas' "

@@ -19,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from nas.cli import exit_on_unknown_choice
 from nas.config import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -73,4 +74,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    exit_on_unknown_choice(CONF_DIR)
     main()

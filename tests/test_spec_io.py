@@ -223,3 +223,18 @@ def test_cell_spec_shape_rules():
     data["auxiliary"], data["input_size"] = False, 30
     with pytest.raises(SpecError, match="input_size: expected a multiple of 4"):
         io.loads(yaml.safe_dump(data))
+
+
+def test_files_that_are_not_arch_yaml_are_one_line(tmp_path):
+    """A binary file and a YAML nested thousands of levels deep end in one SpecError line
+    naming the file (they raised UnicodeDecodeError and RecursionError)."""
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00\x01 not text")
+    with pytest.raises(SpecError, match=r"binary.yaml: not a UTF-8 text file \(byte 0\)") as e:
+        io.load(binary)
+    assert "\n" not in str(e.value)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000)
+    with pytest.raises(SpecError, match=r"deep.yaml: YAML nested too deeply to read") as e:
+        io.load(deep)
+    assert "\n" not in str(e.value)

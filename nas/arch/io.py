@@ -182,18 +182,24 @@ def from_dict(data: Any) -> ArchSpec:
 def loads(text: str) -> ArchSpec:
     try:
         data = yaml.safe_load(text)
+        return from_dict(data)
     except yaml.YAMLError as e:
         raise SpecError(f"not valid YAML: {str(e).splitlines()[0]}") from None
-    return from_dict(data)
+    except RecursionError:
+        raise SpecError("YAML nested too deeply to read; expected an arch spec (a few "
+                        "levels of mappings and lists)") from None
 
 
 def load(path: str | os.PathLike) -> ArchSpec:
     """Load an arch YAML file; every error message starts with the file name."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"{path}: cannot read arch file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not a UTF-8 text file (byte {e.start}); expected an arch "
+                        f"YAML file") from None
     try:
         return loads(text)
     except SpecError as e:

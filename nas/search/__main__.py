@@ -19,6 +19,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from nas.cli import exit_on_unknown_choice
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
@@ -40,4 +42,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    exit_on_unknown_choice(Path(CONF_DIR))
     main()
