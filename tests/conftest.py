@@ -15,10 +15,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run_entry(module, tmp_path, *overrides, run_dir="run"):
-    """`python -m <module> <overrides>` as a user runs it (quiet logging, run dir under tmp)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", module, *overrides, "logger=none",
+def _run_entry(module, tmp_path, *overrides, run_dir="run", logger="none", pythonpath=()):
+    """`python -m <module> <overrides>` as a user runs it (quiet logging, run dir under tmp;
+    `pythonpath`: more import roots, such as a method kept outside the repository)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *map(str, pythonpath)]))
+    cmd = [sys.executable, "-m", module, *overrides, f"logger={logger}",
            "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / run_dir}"]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 

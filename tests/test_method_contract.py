@@ -4,12 +4,9 @@ the run's `seed` reaches NSGA-II, a searched architecture trains with its search
 recipe, and every supernet implements the one protocol."""
 
 import json
-import os
 import pickle
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,21 +24,12 @@ from nas.supernet.prunable import PrunableChain
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
 from nas.training import train_arch
 
-REPO = Path(__file__).resolve().parents[1]
 TOY = Path(__file__).resolve().parent / "toy_method"
 
 
-def _run(tmp_path, module, *overrides, pythonpath=(), run_dir="run", logger="none"):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *map(str, pythonpath)]))
-    cmd = [sys.executable, "-m", module, *overrides, f"logger={logger}",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / run_dir}"]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
-def test_a_method_outside_nas_is_one_module_plus_its_config(tmp_path):
-    r = _run(tmp_path, "nas.search", "method=toy", "budget=smoke",
-             f"hydra.searchpath=[file://{TOY / 'conf'}]", pythonpath=[TOY])
+def test_a_method_outside_nas_is_one_module_plus_its_config(tmp_path, run_entry):
+    r = run_entry("nas.search", tmp_path, "method=toy", "budget=smoke",
+                  f"hydra.searchpath=[file://{TOY / 'conf'}]", pythonpath=[TOY])
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "run"
     result = json.loads((run / "result.json").read_text())
@@ -49,8 +37,8 @@ def test_a_method_outside_nas_is_one_module_plus_its_config(tmp_path):
     assert result["recipe"] == "moga_a" and (run / "arch.yaml").is_file()
     assert sorted(p.name for p in (run / "candidates").iterdir()) == ["0", "1"]
     line = next(ln.strip() for ln in r.stdout.splitlines() if ln.strip().startswith("python -m"))
-    t = _run(tmp_path, "nas.train", *shlex.split(line)[3:], "budget=smoke", "export_onnx=false",
-             run_dir="trained")
+    t = run_entry("nas.train", tmp_path, *shlex.split(line)[3:], "budget=smoke",
+                  "export_onnx=false", run_dir="trained")
     assert t.returncode == 0, t.stderr[-3000:]
     assert json.loads((tmp_path / "trained" / "metrics.json").read_text())["arch"] == \
         "toy_searched"
@@ -113,13 +101,14 @@ def test_the_run_seed_reaches_nsga(moga_smoke, tmp_path, run_entry):
     assert (run / "pareto.csv").read_text() != (tmp / "run" / "pareto.csv").read_text()
 
 
-def test_paper_budget_of_a_searched_arch_uses_its_search_recipe(moga_smoke, tmp_path):
+def test_paper_budget_of_a_searched_arch_uses_its_search_recipe(moga_smoke, tmp_path,
+                                                                 run_entry):
     tmp, _ = moga_smoke
     arch = tmp / "run" / "arch.yaml"
     small = ["budget.epochs=1", "budget.limit_train_batches=1", "budget.limit_val_batches=1",
              "budget.limit_test_batches=1", "budget.batch_size=8", "export_onnx=false"]
-    r = _run(tmp_path, "nas.train", "arch=file", f"arch.path={arch}", "budget=paper", *small,
-             logger="csv")
+    r = run_entry("nas.train", tmp_path, "arch=file", f"arch.path={arch}", "budget=paper",
+                  *small, logger="csv")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "training with recipe=paper/moga_a" in r.stdout
     hparams = yaml.safe_load((tmp_path / "run" / "csv" / "hparams.yaml").read_text())
@@ -130,8 +119,8 @@ def test_paper_budget_of_a_searched_arch_uses_its_search_recipe(moga_smoke, tmp_
     alone = tmp_path / "alone" / "arch.yaml"  # no result.json beside it
     alone.parent.mkdir()
     shutil.copy(arch, alone)
-    r = _run(tmp_path, "nas.train", "arch=file", f"arch.path={alone}", "budget=paper", *small,
-             run_dir="refused")
+    r = run_entry("nas.train", tmp_path, "arch=file", f"arch.path={alone}", "budget=paper",
+                  *small, run_dir="refused")
     assert r.returncode == 2 and not (tmp_path / "refused" / "metrics.json").exists()
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: budget=paper:") and "recipe=paper/<zoo name>" in last

@@ -264,25 +264,29 @@ class LatencyTable:
                          build_seconds=round(time.perf_counter() - start, 3))
         return self
 
-    def matches(self, settings: dict[str, Any]) -> bool:
-        """Whether this table was measured as `settings` asks: each given setting equals the
-        table's (device as a torch device or its recorded name, threads None = torch's
-        current setting), and "keys", if given, are all in the table."""
+    def mismatch(self, settings: dict[str, Any]) -> str | None:
+        """The first of `settings` this table was not measured as (its name), or None: each
+        given setting must equal the table's (device as a torch device or its recorded name,
+        threads None = torch's current setting), and "keys", if given, be all in the table."""
         for name, value in settings.items():
             if name == "keys":
                 if not set(value) <= self.entries.keys():
-                    return False
+                    return name
                 continue
             if name == "device" and value != self.meta.get("device"):
                 try:
                     value = device_name(value)
                 except (RuntimeError, TypeError, AssertionError):
-                    return False
+                    return name
             elif name == "threads" and value is None:
                 value = torch.get_num_threads()
             if self.meta.get(name) != value:
-                return False
-        return True
+                return name
+        return None
+
+    def matches(self, settings: dict[str, Any]) -> bool:
+        """Whether this table was measured as `settings` asks (see mismatch)."""
+        return self.mismatch(settings) is None
 
     @classmethod
     def load_or_build(cls, path: str | os.PathLike, space: ChainSearchSpace, *,

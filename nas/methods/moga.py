@@ -210,17 +210,18 @@ def given_table(path: Path, space: ChainSearchSpace, cfg: LutConfig) -> LatencyT
         table = LatencyTable.load(path)
     except LatencyTableError as e:
         raise ConfigError(f"method.lut.table: {e}") from None
+    needed = space_layout(space).keys()
     wanted = {"device": device_name("cpu"), "torch_version": torch.__version__,
               "threads": cfg.threads, "batch": cfg.batch, "clock": cfg.clock,
-              "resolution": space.template.input_size}
-    for name, value in wanted.items():
-        if table.meta.get(name) != value:
-            raise ConfigError(f"method.lut.table: {path} was measured with {name}="
-                              f"{table.meta.get(name)!r}; this search needs {value!r}")
-    missing = space_layout(space).keys() - table.entries.keys()
-    if missing:
-        raise ConfigError(f"method.lut.table: {path} lacks {len(missing)} of the entries this "
-                          f"search space needs (another width, stem or number of classes?)")
+              "resolution": space.template.input_size, "keys": needed}
+    name = table.mismatch(wanted)
+    if name == "keys":
+        raise ConfigError(f"method.lut.table: {path} lacks {len(needed - table.entries.keys())} "
+                          f"of the entries this search space needs (another width, stem or "
+                          f"number of classes?)")
+    if name is not None:
+        raise ConfigError(f"method.lut.table: {path} was measured with {name}="
+                          f"{table.meta.get(name)!r}; this search needs {wanted[name]!r}")
     return table
 
 
