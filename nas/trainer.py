@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from nas.config import ConfigError, require
 from nas.memory_format import MEMORY_FORMATS, MemoryFormat
+from nas.seeding import EpochSeed
 
 
 @dataclass
@@ -111,13 +112,14 @@ def _runs_on_cuda(accelerator: str) -> bool:
 
 
 def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
-                 logger: LoggerConfig, *, name: str, callbacks: Sequence[Callback] = (),
-                 single_device: Optional[str] = None, **overrides: Any) -> pl.Trainer:
+                 logger: LoggerConfig, *, name: str, seed: int,
+                 callbacks: Sequence[Callback] = (), single_device: Optional[str] = None,
+                 **overrides: Any) -> pl.Trainer:
     """A Trainer for one stage of a run in `run_dir`, named `name` in the loggers.
 
     The memory-format callback comes first (weight averaging copies the module at its own
-    setup), then the stage's `callbacks`, the lr monitor when something logs, the progress
-    bar. `single_device` names a stage that cannot run on several processes (the reason is
+    setup), then the per-epoch reseeding from `seed` (what makes a resumed run exact), the
+    stage's `callbacks`, the lr monitor when something logs, the progress bar. `single_device` names a stage that cannot run on several processes (the reason is
     in the error). `overrides` are Trainer arguments the stage sets itself, such as
     `limit_val_batches=0` for a stage without validation.
     """
@@ -126,7 +128,8 @@ def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
                           "set trainer.sync_batchnorm=false to keep per-process BN on "
                           f"{trainer.accelerator} (accelerator), or train on GPUs")
     loggers = make_loggers(logger, run_dir, name)
-    all_callbacks: list[Callback] = [MemoryFormat(trainer.memory_format), *callbacks]
+    all_callbacks: list[Callback] = [MemoryFormat(trainer.memory_format), EpochSeed(seed),
+                                     *callbacks]
     if loggers:
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     if trainer.enable_progress_bar:

@@ -17,11 +17,11 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from rich.console import Console
 from rich.panel import Panel
 
@@ -77,8 +77,10 @@ def with_budget_batch(data: LoaderConfig, budget: BudgetConfig) -> LoaderConfig:
                                eval_batch_size=budget.batch_size)
 
 
-def train_from_config(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
-    """Check every group of a composed `train` config, then `train_arch` in `run_dir`."""
+def train_from_config(cfg: DictConfig, run_dir: Path,
+                      callbacks: Sequence[Callback] = ()) -> Optional[dict]:
+    """Check every group of a composed `train` config, then `train_arch` in `run_dir` (with
+    more Lightning `callbacks`, if given)."""
     run = check(RunConfig, {k: cfg.get(k) for k in ("seed", "ckpt_path", "bn_recalibration_steps",
                                                     "export_onnx", "weights", "evaluate_only")},
                 "run")
@@ -95,7 +97,7 @@ def train_from_config(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
                       logger=logger, run_dir=run_dir, seed=run.seed, ckpt_path=run.ckpt_path,
                       weights=run.weights, evaluate_only=run.evaluate_only,
                       bn_recalibration_steps=run.bn_recalibration_steps,
-                      export=run.export_onnx,
+                      export=run.export_onnx, callbacks=callbacks,
                       hparams={"config": OmegaConf.to_container(cfg, resolve=True)})
 
 
@@ -104,13 +106,15 @@ def train_arch(spec: ArchSpec, datamodule: ImageDataModule, *, optim: OptimConfi
                trainer: Optional[TrainerConfig] = None, logger: Optional[LoggerConfig] = None,
                seed: int = 0, ckpt_path: Optional[str] = None, weights: Optional[str] = None,
                evaluate_only: bool = False, bn_recalibration_steps: int = 0,
-               export: bool = True, hparams: Optional[dict] = None) -> Optional[dict]:
+               export: bool = True, hparams: Optional[dict] = None,
+               callbacks: Sequence[Callback] = ()) -> Optional[dict]:
     """Train `spec` on `datamodule` (resuming from `ckpt_path`, or starting from the network
     weights of the nas checkpoint `weights`), evaluate it on val and test, export ONNX.
 
     Writes arch.yaml, checkpoints/{best,last}.ckpt, the loggers' files, model.onnx and
     metrics.json into `run_dir`; returns the metrics on rank zero, None on other ranks.
-    `budget`, `trainer` and `logger` default to their schemas' defaults.
+    `budget`, `trainer` and `logger` default to their schemas' defaults; `callbacks` are
+    more Lightning callbacks for the fit.
     """
     run_dir = Path(run_dir)
     budget, trainer = budget or BudgetConfig(), trainer or TrainerConfig()
@@ -134,11 +138,11 @@ def train_arch(spec: ArchSpec, datamodule: ImageDataModule, *, optim: OptimConfi
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
                            save_last=True, auto_insert_metric_name=False)
-    callbacks: list = [best]
+    stage_callbacks: list = [best, *callbacks]
     if optim.ema_decay and not evaluate_only:
-        callbacks.append(TFEMA(optim.ema_decay))
-    pl_trainer = make_trainer(run_dir, trainer, budget, logger, name=spec.name,
-                              callbacks=callbacks, gradient_clip_val=optim.grad_clip)
+        stage_callbacks.append(TFEMA(optim.ema_decay))
+    pl_trainer = make_trainer(run_dir, trainer, budget, logger, name=spec.name, seed=seed,
+                              callbacks=stage_callbacks, gradient_clip_val=optim.grad_clip)
     if pl_trainer.is_global_zero:
         io.save(spec, run_dir / "arch.yaml")
         for lg in pl_trainer.loggers:

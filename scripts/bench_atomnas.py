@@ -71,7 +71,8 @@ def fit(module: AtomNASModule, datamodule, epochs: int,
         trainer = make_trainer(
             Path(run_dir), TrainerConfig(accelerator="cpu", enable_progress_bar=False),
             BudgetConfig(epochs=epochs, limit_train_batches=batches or 1.0),
-            LoggerConfig(csv=False, wandb=False), name="bench_atomnas", callbacks=[timer],
+            LoggerConfig(csv=False, wandb=False), name="bench_atomnas", seed=0,
+            callbacks=[timer],
             enable_checkpointing=False, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

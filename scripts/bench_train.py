@@ -88,7 +88,7 @@ def framework(spec, optim_cfg, batches, warmup: int, progress_bar: bool) -> floa
         trainer = make_trainer(
             Path(run_dir), TrainerConfig(accelerator="cpu", enable_progress_bar=progress_bar),
             BudgetConfig(epochs=1), LoggerConfig(wandb=False), name="bench_train",
-            callbacks=[timer], enable_checkpointing=False, limit_val_batches=0,
+            seed=0, callbacks=[timer], enable_checkpointing=False, limit_val_batches=0,
             num_sanity_val_steps=0)
         trainer.fit(module, train_dataloaders=_Batches(batches))
     return timer.end - timer.start

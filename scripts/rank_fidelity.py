@@ -76,7 +76,7 @@ def train_supernet(space, args, train_loader) -> tuple[torch.nn.Module, float, f
         args.out.parent, TrainerConfig(accelerator="cpu", enable_progress_bar=False),
         BudgetConfig(epochs=args.supernet_epochs,
                      limit_train_batches=args.supernet_batches or 1.0),
-        LoggerConfig(csv=False, wandb=False), name="rank_fidelity_supernet",
+        LoggerConfig(csv=False, wandb=False), name="rank_fidelity_supernet", seed=args.seed,
         limit_val_batches=0, enable_checkpointing=False, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader)
@@ -124,9 +124,8 @@ def standalone(spec, args, train_loader, eval_batches, seed: int) -> tuple[float
     torch.manual_seed(seed)
     model = build(spec)
     set_memory_format(model, "auto", torch.device("cpu"))
-    # Every candidate sees the same batches and crops: reset the loader's shuffling generator
-    # and, since building consumes a spec-dependent amount of it, the global RNG (crops).
-    train_loader.generator.manual_seed(seed)
+    # Every candidate sees the same batches and crops: the loader's EpochSampler fixes both
+    # by epoch; the global RNG, which building consumes by a spec-dependent amount, is reset.
     torch.manual_seed(seed + 1_000_003)
     cfg = OptimConfig(name="sgd", lr=args.lr, lr_reference_batch=args.batch, momentum=0.9,
                       nesterov=True, weight_decay=4e-5, no_weight_decay_on_bn_and_bias=True,
@@ -139,7 +138,8 @@ def standalone(spec, args, train_loader, eval_batches, seed: int) -> tuple[float
     start = time.perf_counter()
     model.train()
     loss = torch.tensor(float("nan"))
-    for _ in range(args.epochs):
+    for epoch in range(args.epochs):
+        train_loader.sampler.set_epoch(epoch)
         for x, y in itertools.islice(train_loader, steps):
             loss = criterion(model(x), y)
             opt.zero_grad(set_to_none=True)

@@ -132,10 +132,10 @@ def test_a_budget_of_every_batch_is_not_announced(tmp_path, caplog):
 
     with caplog.at_level(logging.INFO):
         trainer = make_trainer(tmp_path, TrainerConfig(accelerator="cpu"), BudgetConfig(),
-                               LoggerConfig(csv=False, wandb=False), name="x")
+                               LoggerConfig(csv=False, wandb=False), name="x", seed=0)
     assert trainer.limit_train_batches == trainer.limit_val_batches == 1.0
     assert not [r for r in caplog.records if "was configured so" in r.getMessage()]
     trainer = make_trainer(tmp_path, TrainerConfig(accelerator="cpu"),
                            BudgetConfig(limit_train_batches=3, limit_val_batches=0.5),
-                           LoggerConfig(csv=False, wandb=False), name="x")
+                           LoggerConfig(csv=False, wandb=False), name="x", seed=0)
     assert (trainer.limit_train_batches, trainer.limit_val_batches) == (3, 0.5)

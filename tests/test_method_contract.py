@@ -4,7 +4,6 @@ the run's `seed` reaches NSGA-II, a searched architecture trains with its search
 recipe, and every supernet implements the one protocol."""
 
 import json
-import pickle
 import shlex
 import shutil
 from pathlib import Path
@@ -75,10 +74,10 @@ def test_a_trainer_option_a_stage_cannot_honour_stops_it(tmp_path):
 
     with pytest.raises(ConfigError, match=r"^trainer.sync_batchnorm: SyncBatchNorm runs on CUDA"):
         make_trainer(tmp_path, TrainerConfig(accelerator="cpu", sync_batchnorm=True),
-                     BudgetConfig(), LoggerConfig(csv=False, wandb=False), name="x")
+                     BudgetConfig(), LoggerConfig(csv=False, wandb=False), name="x", seed=0)
     with pytest.raises(ConfigError, match=r"^trainer.devices: one device only; got 2"):
         make_trainer(tmp_path, TrainerConfig(accelerator="cpu", devices=2, strategy="ddp"),
-                     BudgetConfig(), LoggerConfig(csv=False, wandb=False), name="x",
+                     BudgetConfig(), LoggerConfig(csv=False, wandb=False), name="x", seed=0,
                      single_device="one device only")
 
 
@@ -88,7 +87,7 @@ def test_the_run_seed_reaches_nsga(moga_smoke, tmp_path, run_entry):
     tmp, _ = moga_smoke
     run = tmp_path / "seed7"
     shutil.copytree(tmp / "run", run)
-    for name in ("nsga_state.pkl", "result.json", "arch.yaml", "pareto.csv"):
+    for name in ("nsga_state.json", "result.json", "arch.yaml", "pareto.csv"):
         (run / name).unlink()
     saved = run / ".hydra" / "config.yaml"
     cfg = yaml.safe_load(saved.read_text())
@@ -96,8 +95,7 @@ def test_the_run_seed_reaches_nsga(moga_smoke, tmp_path, run_entry):
     saved.write_text(yaml.safe_dump(cfg))
     r = run_entry("nas.search", tmp_path, f"resume_dir={run}", run_dir="resumer")
     assert r.returncode == 0, r.stderr[-3000:]
-    with open(run / "nsga_state.pkl", "rb") as f:  # our own state file, written just now
-        assert pickle.load(f)["fingerprint"]["seed"] == 7
+    assert json.loads((run / "nsga_state.json").read_text())["fingerprint"]["seed"] == 7
     assert (run / "pareto.csv").read_text() != (tmp / "run" / "pareto.csv").read_text()
 
 

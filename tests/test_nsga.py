@@ -140,7 +140,7 @@ class Killed(Exception):
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     cfg = NSGAConfig(pop_size=16, generations=10)
-    straight = run_nsga(objectives, N_CHOICES, 3, cfg, seed=5, state_path=tmp_path / "a.pkl")
+    straight = run_nsga(objectives, N_CHOICES, 3, cfg, seed=5, state_path=tmp_path / "a.json")
 
     calls = []
 
@@ -152,7 +152,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
         if r.generation == 4:
             raise Killed
 
-    state = tmp_path / "b.pkl"
+    state = tmp_path / "b.json"
     with pytest.raises(Killed):
         run_nsga(counted, N_CHOICES, 3, cfg, seed=5, state_path=state, on_generation=kill_after_4)
     gens = []
@@ -166,8 +166,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 
     # a shorter run extended later also ends at the same place
     short = NSGAConfig(pop_size=16, generations=4)
-    run_nsga(objectives, N_CHOICES, 3, short, seed=5, state_path=tmp_path / "c.pkl")
-    extended = run_nsga(objectives, N_CHOICES, 3, cfg, seed=5, state_path=tmp_path / "c.pkl")
+    run_nsga(objectives, N_CHOICES, 3, short, seed=5, state_path=tmp_path / "c.json")
+    extended = run_nsga(objectives, N_CHOICES, 3, cfg, seed=5, state_path=tmp_path / "c.json")
     assert np.array_equal(extended.X, straight.X) and np.array_equal(extended.F, straight.F)
 
     # a finished state returns without evaluating anything
@@ -179,6 +179,23 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     with pytest.raises(ConfigError, match=r"saved search differs from this one in seed") as e:
         run_nsga(objectives, N_CHOICES, 3, NSGAConfig(pop_size=16), seed=6, state_path=state)
     assert "\n" not in str(e.value)
+
+
+def test_a_damaged_state_file_is_one_line(tmp_path):
+    cfg = NSGAConfig(pop_size=16, generations=3)
+    state = tmp_path / "state.json"
+    run_nsga(objectives, N_CHOICES, 3, cfg, seed=5, state_path=state)
+    text = state.read_text()
+    for damaged in (text[: len(text) // 2], "[1, 2]", text.replace('"rank"', '"rnak"'),
+                    b"\x80\x04\x95 a pickle"):
+        if isinstance(damaged, bytes):
+            state.write_bytes(damaged)
+        else:
+            state.write_text(damaged)
+        with pytest.raises(ConfigError, match=r"state\.json: not a readable NSGA-II state file "
+                                              r"\(.*\); delete it to start the search again$"):
+            run_nsga(lambda X: pytest.fail("evaluated"), N_CHOICES, 3, cfg, seed=5,
+                     state_path=state)
 
 
 def test_result_front_and_equally_spaced_picks():

@@ -339,6 +339,9 @@ class LatencyTable:
             text = path.read_text()
         except OSError as e:
             raise LatencyTableError(f"{path}: cannot read latency table ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise LatencyTableError(f"{path}: not a latency table (not UTF-8 text; expected "
+                                    f"the JSON a search or scripts/bench_lut.py writes)") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:

@@ -13,13 +13,14 @@ when `seed` (the shuffling order) changes between repeated runs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.config import require
 
@@ -81,6 +82,62 @@ def stratified_split(labels: np.ndarray | None, n: int, fractions: Sequence[floa
     return [rng.permutation(np.concatenate(p)).astype(np.int64) for p in parts]
 
 
+SEED_MASK = (1 << 63) - 1
+
+
+class EpochSampler(Sampler):
+    """A shuffled order fixed by (seed, epoch), and a random seed per sample.
+
+    Items are (index, sample seed) keys: a dataset that runs its augmentation under
+    `sample_randomness(key)` draws the same crop and flip for the same (seed, epoch, index)
+    in any process, worker or run. The epoch is the last `set_epoch` value (Lightning calls
+    it at every epoch start, through its DistributedSamplerWrapper under DDP), or, with
+    `epoch_source`, that function's value when iteration starts: a trainer's next epoch,
+    right also for loaders built (and workers started) before a resumed trainer restored
+    its loop. So a run resumed at epoch e sees exactly the batches an uninterrupted run
+    sees there.
+    """
+
+    def __init__(self, n: int, seed: int, epoch_source: Callable[[], int] | None = None):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self.epoch_source = epoch_source
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch if self.epoch_source is None else int(self.epoch_source())
+        g = torch.Generator().manual_seed(hash((self.seed, epoch)) & SEED_MASK)
+        for i in torch.randperm(self.n, generator=g).tolist():
+            yield i, hash((self.seed, epoch, i)) & SEED_MASK
+
+
+def split_key(key) -> tuple[int, int | None]:
+    """(index, sample seed) from an EpochSampler key; (index, None) from a plain index."""
+    if isinstance(key, (tuple, list)):
+        return int(key[0]), int(key[1])
+    return int(key), None
+
+
+@contextmanager
+def _seeded_cpu_rng(seed: int):
+    state = torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)   # CPU only: CUDA streams stay untouched
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+
+def sample_randomness(seed: int | None):
+    """Context for one sample's augmentation: the CPU generator seeded with `seed` (and
+    restored afterwards), or the global stream as it is when `seed` is None."""
+    return nullcontext() if seed is None else _seeded_cpu_rng(seed)
+
+
 def random_crop(x: torch.Tensor, size: int, padding: int) -> torch.Tensor:
     """Zero-pad (C,H,W) by `padding` and cut a random size x size window (a translation)."""
     if padding:
@@ -124,8 +181,12 @@ class TensorImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        j = int(self.indices[i])
+    def __getitem__(self, key) -> tuple[torch.Tensor, torch.Tensor]:
+        i, seed = split_key(key)
+        with sample_randomness(seed):
+            return self._sample(int(self.indices[i]))
+
+    def _sample(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[j]
         x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
         if x.shape[0] != self.channels:
@@ -165,6 +226,7 @@ class ImageDataModule(pl.LightningDataModule):
         self._val_set: Dataset | None = None
         self._test_set: Dataset | None = None
         self._loaded = self._loading = False
+        self._resumed_epoch = 0
 
     # -- what subclasses provide -------------------------------------------------------
     def _load(self) -> None:
@@ -235,10 +297,32 @@ class ImageDataModule(pl.LightningDataModule):
         # drop_last keeps BatchNorm away from a last batch of one; a set smaller than a
         # batch still gives its one batch rather than none.
         drop_last = drop_last and len(dataset) >= batch_size
-        generator = torch.Generator().manual_seed(self.cfg.seed + seed_offset) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+        sampler = None
+        if shuffle:
+            trainer = getattr(self, "trainer", None)
+            sampler = EpochSampler(len(dataset), self.cfg.seed + seed_offset,
+                                   epoch_source=self._next_epoch if trainer else None)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=workers > 0, generator=generator)
+                          persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(self.cfg.seed + seed_offset))
+
+    # -- exact resume ---------------------------------------------------------------------
+    def _next_epoch(self) -> int:
+        """The epoch the attached trainer trains next (the one it trains, during an epoch):
+        what Lightning passes to set_epoch. A resumed trainer builds its train loader (and
+        starts its workers) before it restores its loop; until then the checkpoint's own
+        count, restored by load_state_dict, stands in."""
+        return max(self.trainer.fit_loop.epoch_progress.current.processed, self._resumed_epoch)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint; Lightning restores it before it builds any loader."""
+        if self.trainer is None:
+            return {}
+        return {"next_epoch": int(self.trainer.fit_loop.epoch_progress.current.processed)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resumed_epoch = int(state.get("next_epoch", 0))
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -16,7 +16,8 @@ from omegaconf import MISSING
 from torch.utils.data import Dataset
 
 from nas.config import require
-from nas.data.base import DataError, ImageDataModule, LoaderConfig
+from nas.data.base import (DataError, ImageDataModule, LoaderConfig, sample_randomness,
+                           split_key)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,9 +77,11 @@ class _Transformed(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
+        i, seed = split_key(key)
         image, label = self.folder[int(self.indices[i])]
-        return self.transform(image), label
+        with sample_randomness(seed):
+            return self.transform(image), label
 
 
 class ImageNetDataModule(ImageDataModule):

@@ -324,7 +324,7 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
 
     start = time.time()
     result = run_nsga(evaluate, space.n_choices, len(cfg.objectives), cfg.nsga, seed=ctx.seed,
-                      state_path=run_dir / "nsga_state.pkl", on_generation=progress)
+                      state_path=run_dir / "nsga_state.json", on_generation=progress)
     search_seconds = time.time() - start
     # Records of a resumed search's earlier generations are recomputed on demand.
     for g in result.X.tolist():
@@ -361,7 +361,7 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
         "lut_kendall_tau": report.get("kendall_tau"),
     }
     artifacts = {name: run_dir / name for name in (
-        "supernet.pt", "lut.json", "lut_report.json", "nsga_state.pkl", "pareto.csv",
+        "supernet.pt", "lut.json", "lut_report.json", "nsga_state.json", "pareto.csv",
         "pareto.png") if (run_dir / name).is_file()}
     return SearchResult(arch=spec, metrics=metrics, others=picked, artifacts=artifacts)
 

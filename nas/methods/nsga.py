@@ -43,8 +43,8 @@ Choices the paper leaves open, and what we do:
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.crossover import Crossover
 from pymoo.core.mutation import Mutation
+from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.core.sampling import Sampling
 from pymoo.core.termination import NoTermination
@@ -61,10 +62,10 @@ from pymoo.operators.survival.rank_and_crowding.metrics import CrowdingDiversity
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from nas.config import ConfigError, require
-from nas.files import write_atomic
+from nas.files import write_text_atomic
 
 CROWDING_NORMS = ("front", "population")
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- crowding
@@ -315,13 +316,12 @@ def make_algorithm(cfg: NSGAConfig) -> WeightedNSGA2:
 
 
 class GenomeProblem(Problem):
-    """Integer genome problem; objectives come from the run's cached evaluator `fn`,
-    which is left out of pickles (it is re-attached on resume)."""
+    """Integer genome problem; objectives come from the run's cached evaluator `fn`."""
 
     def __init__(self, n_choices: Sequence[int], n_obj: int):
         n = np.asarray(n_choices, dtype=int)
         super().__init__(n_var=len(n), n_obj=n_obj, xl=np.zeros(len(n)), xu=n - 1.0,
-                         vtype=int, exclude_from_serialization=["fn"])
+                         vtype=int)
         self.fn: Callable[[np.ndarray], np.ndarray] | None = None
 
     def _evaluate(self, x, out, *args, **kwargs):
@@ -425,9 +425,80 @@ def _fingerprint(cfg: NSGAConfig, n_choices: Sequence[int], n_obj: int, seed: in
     return d
 
 
+# ----------------------------------------------------------------------------- state file
+#
+# JSON, so that reading it cannot run code: everything the next generation depends on is
+# plain data. The population (genomes in order, with the rank and crowding distance the
+# tournament reads), the evaluation cache (its objectives give the population its F), the
+# random generator's state and pymoo's counters; the algorithm object is rebuilt from the
+# config and these are put back into it.
+
+
+def _state(algorithm, cache: EvalCache, generation: int, fingerprint: dict) -> dict:
+    pop = algorithm.pop
+    return {"version": STATE_VERSION, "fingerprint": fingerprint, "generation": generation,
+            "n_iter": int(algorithm.n_iter), "n_eval": int(algorithm.evaluator.n_eval),
+            "rng": algorithm.random_state.bit_generator.state,
+            "X": pop.get("X").astype(int).tolist(),
+            "rank": [int(r) for r in pop.get("rank")],
+            "crowding": [float(c) for c in pop.get("crowding")],
+            "cache": [[list(k), [float(f) for f in v]] for k, v in cache.table.items()]}
+
+
 def _save(path: Path, state: dict) -> None:
-    write_atomic(path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL),
-                 binary=True)
+    write_text_atomic(path, json.dumps(state) + "\n")
+
+
+def _load(path: Path, fingerprint: dict) -> dict:
+    """The saved state, checked; one-line ConfigError for a file that is not one."""
+    restart = "delete it to start the search again"
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+        saved = state.get("fingerprint") or {}
+        if state.get("version") != STATE_VERSION or saved != fingerprint:
+            diff = sorted(k for k in set(saved) | set(fingerprint)
+                          if saved.get(k) != fingerprint.get(k))
+            raise ConfigError(f"{path}: saved search differs from this one in "
+                              f"{', '.join(diff) or 'version'}; use another state path")
+        X = np.asarray(state["X"], dtype=int)
+        n = len(X)
+        if X.ndim != 2 or X.shape[1] != len(fingerprint["n_choices"]) or \
+                len(state["rank"]) != n or len(state["crowding"]) != n:
+            raise ValueError("population arrays of different lengths")
+        state["cache"] = {tuple(int(g) for g in k): np.asarray(v, dtype=float)
+                          for k, v in state["cache"]}
+        int(state["generation"]), int(state["n_iter"]), int(state["n_eval"])
+        dict(state["rng"])
+    except ConfigError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise ConfigError(f"{path}: not a readable NSGA-II state file ({reason}); "
+                          f"{restart}") from None
+    return state
+
+
+def _restore(cfg: NSGAConfig, problem: GenomeProblem, cache: EvalCache, state: dict, seed: int):
+    """A new algorithm for `cfg` put into the saved state (the population's objectives come
+    from the cache, so problem_fn is not called)."""
+    algorithm = make_algorithm(cfg)
+    algorithm.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
+    pop = Population.new("X", np.asarray(state["X"], dtype=int))
+    missing = [x for x in pop.get("X").tolist() if tuple(x) not in cache.table]
+    if missing:
+        raise ConfigError(f"state file: population member {missing[0]} has no saved "
+                          f"objectives; delete the file to start the search again")
+    algorithm.evaluator.eval(problem, pop, algorithm=algorithm)
+    pop.set("rank", np.asarray(state["rank"], dtype=int),
+            "crowding", np.asarray(state["crowding"], dtype=float))
+    algorithm.pop, algorithm.is_initialized = pop, True
+    algorithm.n_iter = int(state["n_iter"])
+    algorithm.evaluator.n_eval = int(state["n_eval"])
+    algorithm.random_state.bit_generator.state = state["rng"]
+    algorithm._set_optimum()
+    return algorithm
 
 
 def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int], n_obj: int,
@@ -437,8 +508,8 @@ def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int
 
     problem_fn(genomes (N, L) int) -> (N, n_obj) objectives to minimise; it is called once
     per generation with only the genomes never evaluated before. After every generation the
-    whole state (pymoo algorithm with population and RNG, evaluation cache, generation) is
-    written atomically to `state_path`; if that file exists the search resumes from it, and
+    whole state (population, evaluation cache, random generator, counters) is written
+    atomically to `state_path` as JSON; if that file exists the search resumes from it, and
     ends exactly as an uninterrupted run with the same config would. `on_generation` gets
     the NSGAResult of each generation, after the state is saved.
     """
@@ -451,21 +522,14 @@ def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int
     state_path = Path(state_path) if state_path is not None else None
     fingerprint = _fingerprint(cfg, n_choices, n_obj, seed)
 
+    problem = GenomeProblem(n_choices, n_obj)
     if state_path is not None and state_path.exists():
-        # pickle is safe here: the state file is our own, written by _save on this machine
-        with open(state_path, "rb") as f:
-            state = pickle.load(f)
-        if state.get("version") != STATE_VERSION or state.get("fingerprint") != fingerprint:
-            saved = state.get("fingerprint") or {}
-            diff = sorted(k for k in set(saved) | set(fingerprint)
-                          if saved.get(k) != fingerprint.get(k))
-            raise ConfigError(f"{state_path}: saved search differs from this one in "
-                              f"{', '.join(diff) or 'version'}; use another state path")
-        algorithm, generation = state["algorithm"], state["generation"]
+        state = _load(state_path, fingerprint)
         cache = EvalCache(problem_fn, n_obj, state["cache"])
-        problem = algorithm.problem
+        problem.fn = cache
+        algorithm = _restore(cfg, problem, cache, state, seed)
+        generation = int(state["generation"])
     else:
-        problem = GenomeProblem(n_choices, n_obj)
         cache = EvalCache(problem_fn, n_obj)
         algorithm = make_algorithm(cfg)
         algorithm.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
@@ -480,9 +544,7 @@ def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int
         algorithm.tell(infills=infills)
         generation += 1
         if state_path is not None:
-            _save(state_path, {"version": STATE_VERSION, "fingerprint": fingerprint,
-                               "algorithm": algorithm, "cache": cache.table,
-                               "generation": generation})
+            _save(state_path, _state(algorithm, cache, generation, fingerprint))
         if on_generation is not None:
             on_generation(_result(algorithm, generation, cache, cfg.n_front))
     return _result(algorithm, generation, cache, cfg.n_front)

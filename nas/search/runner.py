@@ -17,6 +17,7 @@ from nas.config import ConfigError, check
 from nas.data import LoaderConfig, data_config
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
+from nas.run_dirs import FINISHED, run_kind
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
 from nas.training import with_budget_batch
 
@@ -53,16 +54,30 @@ RESUMED_KEYS = ("method", "data", "budget", "seed")
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, str]:
-    """The config of the search saved in `run_dir`, and its data choice, for `resume_dir=`."""
+    """The config of the search saved in `run_dir`, and its data choice, for `resume_dir=`:
+    checked to be an unfinished search of a known method before anything is written."""
     saved = run_dir / ".hydra" / "config.yaml"
+    expected = f"expected the directory of an unfinished nas.search run (with {saved})"
     if not run_dir.is_dir() or not saved.is_file():
-        raise ConfigError(f"resume_dir: {run_dir} is not a search run directory "
-                          f"(expected {saved} written by an earlier nas.search run)")
+        raise ConfigError(f"resume_dir: {run_dir} is not a search run directory; {expected}")
+    if run_kind(run_dir) != "search":
+        raise ConfigError(f"resume_dir: {run_dir} is not a search run (its saved config has no "
+                          f"method); {expected}")
+    if (run_dir / FINISHED["search"]).is_file():
+        raise ConfigError(f"resume_dir: {run_dir} holds a finished search "
+                          f"({run_dir / FINISHED['search']}); nothing to resume; train its "
+                          f"result with the command printed there")
     old = OmegaConf.to_container(OmegaConf.load(saved))
+    method_class(OmegaConf.create(old["method"]))       # a method this install knows
     merged = OmegaConf.to_container(cfg)
     merged.update({k: old[k] for k in RESUMED_KEYS if k in old})  # replaced, not merged
-    choices = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices \
-        if (run_dir / ".hydra" / "hydra.yaml").is_file() else {}
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    try:
+        choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices if hydra_yaml.is_file() \
+            else {}
+    except Exception as e:  # YAML errors, a python tag, missing keys
+        raise ConfigError(f"resume_dir: {hydra_yaml} is not a Hydra run record "
+                          f"({type(e).__name__}); {expected}") from None
     return OmegaConf.create(merged), choices.get("data", "embedded")
 
 

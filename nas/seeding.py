@@ -1,0 +1,36 @@
+"""Training randomness fixed by (seed, epoch, rank), so a run resumed from an epoch-end
+checkpoint draws exactly what the uninterrupted run draws from there on.
+
+Lightning restores the weights, optimizer, schedulers, loops and callbacks from a
+checkpoint, but not the random streams: a resumed run would replay the dropout, drop-path
+and path-sampling draws of its first epochs. `EpochSeed` reseeds Python, NumPy and torch
+at every training epoch start from (seed, epoch, global rank) instead; the data order and
+augmentation are fixed per epoch by `nas.data.base.EpochSampler`.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The 32-bit seed of one epoch on one process (NumPy accepts no more)."""
+    return hash((int(seed), int(epoch), int(rank))) & 0xFFFF_FFFF
+
+
+class EpochSeed(Callback):
+    """Reseeds every random stream at each training epoch start (before the module's hook)."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        s = epoch_seed(self.seed, trainer.current_epoch, trainer.global_rank)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
