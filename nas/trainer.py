@@ -107,7 +107,8 @@ def _limit(value: Any) -> Any:
     return None if isinstance(value, float) and value == 1.0 else value
 
 
-def _runs_on_cuda(accelerator: str) -> bool:
+def runs_on_cuda(accelerator: str) -> bool:
+    """Whether a Trainer with this `trainer.accelerator` runs on CUDA devices."""
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
@@ -123,7 +124,7 @@ def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
     in the error). `overrides` are Trainer arguments the stage sets itself, such as
     `limit_val_batches=0` for a stage without validation.
     """
-    if trainer.sync_batchnorm and not _runs_on_cuda(trainer.accelerator):
+    if trainer.sync_batchnorm and not runs_on_cuda(trainer.accelerator):
         raise ConfigError("trainer.sync_batchnorm: SyncBatchNorm runs on CUDA devices only; "
                           "set trainer.sync_batchnorm=false to keep per-process BN on "
                           f"{trainer.accelerator} (accelerator), or train on GPUs")

@@ -32,6 +32,7 @@ from nas.arch.zoo import UnknownArch
 from nas.checkpoints import CheckpointError, check_resume, load_weights
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import ConfigError, check, require
+from nas.cost.memory import check_fits
 from nas.data import DataError, LoaderConfig, data_config, make_datamodule
 from nas.data.base import ImageDataModule
 from nas.ema import TFEMA
@@ -121,6 +122,7 @@ def train_arch(spec: ArchSpec, datamodule: ImageDataModule, *, optim: OptimConfi
     logger = logger or LoggerConfig()
     if ckpt_path:
         check_resume(ckpt_path, spec)
+    check_fits(spec, datamodule.batch_size, trainer.accelerator)
     state = load_weights(weights, spec) if weights else None
     pl.seed_everything(seed, workers=True, verbose=False)
     module = ClassifierModule(spec, optim, batch_size=datamodule.batch_size,

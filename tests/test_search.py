@@ -41,6 +41,12 @@ def test_bad_method_config_is_one_line(tmp_path, run_entry):
     r = run_entry("nas.search", tmp_path, "method=moga", "budget=smoke",
              "method.objectives=[latency,accuracy]")
     assert r.returncode == 2 and "method.objectives" in r.stderr
+    r = run_entry("nas.search", tmp_path, "method=moga", "budget=smoke", "method.width=3000")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(
+        "error: method.width: the supernet at width 3000.0 (its largest path) cannot be trained "
+        "here: at batch 8 it needs at least ")
+    assert not (tmp_path / "run" / "supernet.pt").exists()
 
 
 def test_resume_dir_reuses_finished_stages_and_ends_with_the_same_result(moga_smoke, tmp_path,

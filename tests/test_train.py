@@ -247,3 +247,28 @@ def test_a_text_file_given_as_a_checkpoint_is_one_line(tmp_path):
         with pytest.raises(CheckpointError, match=rf"text{i}.ckpt: not a readable checkpoint") as e:
             read_checkpoint(path)
         assert "\n" not in str(e.value)
+
+
+def test_an_architecture_too_large_for_memory_is_refused_with_its_size(tmp_path):
+    """It failed with a 96 GB allocation inside the builder; now nothing is allocated."""
+    import dataclasses
+
+    from nas.arch import io
+    from nas.arch.zoo import get_spec
+    from nas.cost import count
+    from nas.cost.memory import check_fits
+
+    small = get_spec("mobilenetv2_035", num_classes=10, input_size=32)
+    check_fits(small, 128, "cpu")                         # a real network fits
+    blocks = list(small.blocks)
+    blocks[-1] = dataclasses.replace(blocks[-1], out=20_000_000)  # about 300 GB of weights
+    huge = dataclasses.replace(small, blocks=blocks, name="huge")
+    path = tmp_path / "huge.yaml"
+    io.save(huge, path)
+    r = _train(tmp_path, "arch=file", f"arch.path={path}", *FAST)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith("error: arch: huge cannot be trained here: at batch 16 it needs "
+                               "at least ")
+    assert f"({count(huge).params:,} params, " in lines[0]
+    assert not (tmp_path / "run" / "arch.yaml").exists()

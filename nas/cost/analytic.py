@@ -3,12 +3,15 @@
 Fast enough for evolutionary search (plain integer arithmetic per block) and exactly
 equal to what the built module measures: params = sum of numel (BN included),
 params_nobn = conv/linear params only (what the AtomNAS/AutoNL profiler reports),
-macs = conv and linear multiply-accumulates, extra_macs = LightNL matrix products.
+macs = conv and linear multiply-accumulates, extra_macs = LightNL matrix products,
+activations = elements of every conv and linear output per image (a lower bound of what
+training keeps for the backward pass; left out of comparisons, as a module cannot
+measure it the same way).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nas.arch.shapes import conv_out, ir_hidden
 from nas.arch.spec import (CellSpec, ChainSpec, ConvSpec, InvertedResidualSpec, MixedKernelSpec,
@@ -22,25 +25,28 @@ class Cost:
     params_nobn: int
     macs: int
     extra_macs: int = 0
+    activations: int = field(default=0, compare=False)
 
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(self.params + other.params, self.params_nobn + other.params_nobn,
-                    self.macs + other.macs, self.extra_macs + other.extra_macs)
+                    self.macs + other.macs, self.extra_macs + other.extra_macs,
+                    self.activations + other.activations)
 
 
 class _Tally:
-    """Accumulates (weights, bn, macs, extra); params = weights + bn."""
+    """Accumulates (weights, bn, macs, extra, activations); params = weights + bn."""
 
-    __slots__ = ("w", "bn", "macs", "extra")
+    __slots__ = ("w", "bn", "macs", "extra", "acts")
 
     def __init__(self) -> None:
-        self.w = self.bn = self.macs = self.extra = 0
+        self.w = self.bn = self.macs = self.extra = self.acts = 0
 
     def conv(self, cin: int, cout: int, k: int, hw_out: int, groups: int = 1,
              bias: bool = False, bn: bool = True) -> None:
         weights = cout * (cin // groups) * k * k
         self.w += weights + (cout if bias else 0)
         self.macs += weights * hw_out * hw_out
+        self.acts += cout * hw_out * hw_out
         if bn:
             self.bn += 2 * cout
 
@@ -50,7 +56,7 @@ class _Tally:
             self.conv(se.reduce, ch, 1, 1, bias=True, bn=False)
 
     def cost(self) -> Cost:
-        return Cost(self.w + self.bn, self.w, self.macs, self.extra)
+        return Cost(self.w + self.bn, self.w, self.macs, self.extra, self.acts)
 
 
 def _ir(t: _Tally, b: InvertedResidualSpec, cin: int, hw: int) -> None:

@@ -32,6 +32,7 @@ from nas.checkpoints import CheckpointError, checkpoint_spec, module_state, read
 from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
+from nas.cost.memory import check_fits
 from nas.data import make_datamodule
 from nas.ema import tf_ema_decay
 from nas.files import save_figure, write_atomic, write_text_atomic
@@ -339,6 +340,9 @@ def _search(cfg: AtomNASConfig, ctx: SearchContext) -> SearchResult | None:
     datamodule = make_datamodule(ctx.data)
     spec = supernet_spec(cfg, num_classes=datamodule.num_classes,
                          input_size=datamodule.input_size, in_channels=datamodule.in_channels)
+    check_fits(spec, datamodule.batch_size, ctx.trainer.accelerator, field="method.width",
+               what=f"the AtomNAS supernet at width {cfg.width}",
+               fix="lower method.width (or method.stem) or data.batch_size")
     pl.seed_everything(ctx.seed, workers=True, verbose=False)
     module = AtomNASModule(spec, cfg, batch_size=datamodule.batch_size)
     run_dir = ctx.run_dir

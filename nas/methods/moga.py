@@ -25,6 +25,7 @@ from nas.arch.zoo.moga import ACTS, moga, moga_layer, moga_skeleton
 from nas.config import ConfigError, check, require
 from nas.cost import count
 from nas.cost.lut import LatencyTable, LatencyTableError, space_layout
+from nas.cost.memory import check_fits
 from nas.cost.lut_report import lut_report
 from nas.cost.timing import device_name
 from nas.data import make_datamodule
@@ -259,6 +260,17 @@ class MoGA(Method):
         return _search(self.cfg, ctx)
 
 
+def largest_path(space: ChainSearchSpace):
+    """The path with the most parameters (choices do not change a layer's output width, so
+    each layer's largest choice is picked on its own): a lower bound of what training the
+    supernet holds in memory."""
+    vector = [0] * len(space.n_choices)
+    for i, n in enumerate(space.n_choices):
+        vector[i] = max(range(n), key=lambda k: count(
+            space.to_spec(vector[:i] + [k] + vector[i + 1:])).params)
+    return space.to_spec(vector, name="moga_largest_path")
+
+
 def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     m = N_CHOICES
     per_path = ctx.data.batch_size
@@ -268,6 +280,9 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     train_loader, heldout_loader = datamodule.search_dataloaders()
     space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride, init=cfg.init,
                        num_classes=datamodule.num_classes, input_size=datamodule.input_size)
+    check_fits(largest_path(space), per_path, ctx.trainer.accelerator, field="method.width",
+               what=f"the supernet at width {cfg.width} (its largest path)",
+               fix="lower method.width or data.batch_size")
     if cfg.lut.table is not None:  # a table that does not fit is refused before any work
         given_table(Path(cfg.lut.table), space, cfg.lut)
     seed_everything(ctx.seed, workers=True, verbose=False)
