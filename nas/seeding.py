@@ -18,9 +18,24 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 
+MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from integers, by SplitMix64 steps: spelled out, so seeds do not hang
+    on Python's hash function, and neighbouring inputs give unrelated seeds."""
+    z = 0x9E3779B97F4A7C15
+    for v in values:
+        z = (z ^ (int(v) & MASK64)) + 0x9E3779B97F4A7C15 & MASK64
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & MASK64
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB & MASK64
+        z ^= z >> 31
+    return z >> 1
+
+
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """The 32-bit seed of one epoch on one process (NumPy accepts no more)."""
-    return hash((int(seed), int(epoch), int(rank))) & 0xFFFF_FFFF
+    return mix_seed(seed, epoch, rank) & 0xFFFF_FFFF
 
 
 class EpochSeed(Callback):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.config import require
+from nas.seeding import mix_seed
 
 
 class DataError(RuntimeError):
@@ -82,9 +83,6 @@ def stratified_split(labels: np.ndarray | None, n: int, fractions: Sequence[floa
     return [rng.permutation(np.concatenate(p)).astype(np.int64) for p in parts]
 
 
-SEED_MASK = (1 << 63) - 1
-
-
 class EpochSampler(Sampler):
     """A shuffled order fixed by (seed, epoch), and a random seed per sample.
 
@@ -110,9 +108,9 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch if self.epoch_source is None else int(self.epoch_source())
-        g = torch.Generator().manual_seed(hash((self.seed, epoch)) & SEED_MASK)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         for i in torch.randperm(self.n, generator=g).tolist():
-            yield i, hash((self.seed, epoch, i)) & SEED_MASK
+            yield i, mix_seed(self.seed, epoch, i)
 
 
 def split_key(key) -> tuple[int, int | None]:
@@ -301,7 +299,8 @@ class ImageDataModule(pl.LightningDataModule):
         if shuffle:
             trainer = getattr(self, "trainer", None)
             sampler = EpochSampler(len(dataset), self.cfg.seed + seed_offset,
-                                   epoch_source=self._next_epoch if trainer else None)
+                                   epoch_source=self._next_epoch if trainer is not None
+                                   else None)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=workers > 0,
