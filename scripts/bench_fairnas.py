@@ -87,7 +87,8 @@ def bench_step(args, dm, space) -> tuple[float, float, list[float], list[float]]
     batches = take(train_loader, args.repeats + args.warmup)
     torch.manual_seed(0)
     optim_cfg = args.optim
-    module = FairNASModule(space, optim_cfg, batch_size=args.per_path_batch, seed=0)
+    module = FairNASModule(space, optim_cfg, batch_size=args.per_path_batch, seed=0,
+                           weights=args.weights)
     set_memory_format(module, "auto", torch.device("cpu"))  # as nas.search lays it out
     module.train()
     opt, _ = build_optimizer(module.supernet, optim_cfg, batch_size=args.per_path_batch,
@@ -120,7 +121,8 @@ def bench_scoring(args, space) -> tuple[float, list[float]]:
              for x, y in take(train_loader, args.recal_steps)]
     held = list(itertools.islice(held_loader, args.score_batches))
     torch.manual_seed(0)
-    module = FairNASModule(space, args.optim, batch_size=args.per_path_batch)
+    module = FairNASModule(space, args.optim, batch_size=args.per_path_batch,
+                           weights=args.weights)
     set_memory_format(module, "auto", torch.device("cpu"))
     scorer = CandidateScorer(module.supernet, recal, held, torch.device("cpu"))
     g = torch.Generator().manual_seed(0)

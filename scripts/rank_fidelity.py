@@ -71,7 +71,8 @@ def train_supernet(space, args, train_loader) -> tuple[torch.nn.Module, float, f
     import pytorch_lightning as pl
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    module = FairNASModule(space, args.optim, batch_size=args.per_path_batch, seed=args.seed)
+    module = FairNASModule(space, args.optim, batch_size=args.per_path_batch, seed=args.seed,
+                           weights=args.weights)
     trainer = make_trainer(
         args.out.parent, TrainerConfig(accelerator="cpu", enable_progress_bar=False),
         BudgetConfig(epochs=args.supernet_epochs,
@@ -89,10 +90,11 @@ class InputError(Exception):
     """A bad --supernet file; reported as one line with exit status 2."""
 
 
-def load_supernet(space, path: Path, width: float, stem_stride: int) -> torch.nn.Module:
+def load_supernet(space, path: Path, width: float, stem_stride: int,
+                  weights: str) -> torch.nn.Module:
     from nas.supernet.chain import ChainSupernet
 
-    supernet = ChainSupernet(space)
+    supernet = ChainSupernet(space, weights)
     where = f"--supernet {path}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -248,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.supernet is not None:
         try:
-            supernet = load_supernet(space, args.supernet, args.width, args.stem_stride)
+            supernet = load_supernet(space, args.supernet, args.width, args.stem_stride,
+                                     args.weights)
         except InputError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

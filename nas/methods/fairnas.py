@@ -38,14 +38,15 @@ class FairNASModule(pl.LightningModule):
     """Trains a ChainSupernet with strict fairness; `batch_size` is the per-path batch.
 
     With `same_batch` false (the default) the loader must deliver m * batch_size samples
-    per step, split into m slices; with true, all m paths see the same batch.
+    per step, split into m slices; with true, all m paths see the same batch. `weights`:
+    the supernet's choice blocks, independent or entangled (nas.supernet.chain).
     """
 
     def __init__(self, space: ChainSearchSpace, optim: OptimConfig, *, batch_size: int,
-                 seed: int = 0, same_batch: bool = False):
+                 seed: int = 0, same_batch: bool = False, weights: str = "independent"):
         super().__init__()
         self.space = space
-        self.supernet = ChainSupernet(space)
+        self.supernet = ChainSupernet(space, weights)
         self.optim_cfg = optim
         self.batch_size = batch_size
         self.seed = seed

@@ -36,6 +36,7 @@ from nas.methods.fairnas import FairNASModule
 from nas.methods.nsga import NSGAConfig, run_nsga
 from nas.optim import OptimConfig
 from nas.supernet.chain import ChainSearchSpace, ChainSupernet
+from nas.supernet.entangled import WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class MogaConfig:
     stem_stride: int = 1
     init: Optional[str] = None
     same_batch: bool = False
+    weights: str = "independent"     # independent (the paper's) | entangled (sliced choices)
     # Supernet optimiser (MoGA 4.2: SGD momentum 0.9, lr 0.05, one cosine cycle to 0); the
     # paper's batch size and weight decay are not stated.
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
@@ -103,6 +105,7 @@ class MogaConfig:
         warmup_epochs=0.0, warmup_start_factor=0.0, min_lr=0.0, label_smoothing=0.0))
     recalibration_steps: int = 10
     score_batches: Optional[int] = None
+    random_paths: int = 20
     objectives: list[str] = field(default_factory=lambda: list(OBJECTIVES))
     latency_limit_ms: Optional[float] = None
     lut: LutConfig = field(default_factory=LutConfig)
@@ -111,12 +114,14 @@ class MogaConfig:
     def __post_init__(self) -> None:
         require(self.width > 0, "width", "a positive multiplier", self.width)
         require(self.stem_stride in (1, 2), "stem_stride", "1 or 2", self.stem_stride)
+        require(self.weights in WEIGHTS, "weights", f"one of {', '.join(WEIGHTS)}", self.weights)
         require(self.init in (None, *INIT_SCHEMES), "init", f"null or one of {INIT_SCHEMES}",
                 self.init)
         require(self.recalibration_steps >= 0, "recalibration_steps", "an integer >= 0",
                 self.recalibration_steps)
         require(self.score_batches is None or self.score_batches >= 1, "score_batches",
                 "null or an integer >= 1", self.score_batches)
+        require(self.random_paths >= 0, "random_paths", "an integer >= 0", self.random_paths)
         require(len(self.objectives) >= 2 and self.objectives[0] == "accuracy"
                 and set(self.objectives) <= set(OBJECTIVES)
                 and len(set(self.objectives)) == len(self.objectives),
@@ -287,7 +292,7 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
         given_table(Path(cfg.lut.table), space, cfg.lut)
     seed_everything(ctx.seed, workers=True, verbose=False)
     module = FairNASModule(space, cfg.optim, batch_size=per_path, seed=ctx.seed,
-                           same_batch=cfg.same_batch)
+                           same_batch=cfg.same_batch, weights=cfg.weights)
     run_dir = ctx.run_dir
     saved = run_dir / "supernet.pt"
     if saved.is_file():  # a resumed run whose supernet finished training
@@ -316,6 +321,9 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
              _collect(train_loader, cfg.recalibration_steps)]
     scorer = CandidateScorer(supernet, recal, _collect(heldout_loader, cfg.score_batches),
                              torch.device("cpu"))
+    # How well the supernet learned, independent of the search: uniformly drawn paths.
+    g = torch.Generator().manual_seed(ctx.seed)
+    random_paths = [scorer.accuracy(space.sample(g)) for _ in range(cfg.random_paths)]
     records: dict[tuple, dict] = {}
 
     def evaluate(genomes: np.ndarray) -> np.ndarray:
@@ -367,7 +375,10 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     spec = space.to_spec(best["genome"], name="moga_searched")
     metrics = {
         "genome": best["genome"], "accuracy": best["accuracy"],
-        "latency_ms": best["latency_ms"], "params": best["params"], "macs": best["macs"],
+        "latency_ms": best["latency_ms"],
+        "random_paths_accuracy": (round(float(np.mean(random_paths)), 4) if random_paths
+                                  else None),
+        "random_paths_accuracy_min": (round(min(random_paths), 4) if random_paths else None), "params": best["params"], "macs": best["macs"],
         "objectives": cfg.objectives, "weights": list(cfg.nsga.weights),
         "generations": result.generation, "unique_evaluations": result.n_evals,
         "front_size": len(front), "supernet_seconds": round(train_seconds, 1),
@@ -414,6 +425,9 @@ def add_demo_arguments(group, demo: MogaConfig, per_path_batch: int) -> None:
     each defaulting to the demo search's value."""
     group.add_argument("--width", type=float, default=demo.width,
                        help="MoGA width multiplier (default: the demo search's, %(default)s)")
+    group.add_argument("--weights", default=demo.weights, choices=list(WEIGHTS),
+                       help="choice blocks: independent or entangled (default: the demo "
+                            "search's, %(default)s)")
     group.add_argument("--stem-stride", type=int, default=demo.stem_stride, choices=[1, 2],
                        help="default: the demo search's, %(default)s")
     group.add_argument("--init", type=init_arg, default=demo.init,

@@ -36,7 +36,10 @@ class _Residual(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
+        return self.add_shortcut(self.body(x), x)
+
+    def add_shortcut(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The block's output from its body's output `out` and its input `x`."""
         if not self.shortcut:
             return out
         out = self.drop_path(out)

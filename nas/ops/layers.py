@@ -67,17 +67,25 @@ class TrimmedConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not _trimming or self.padding_mode != "zeros" or isinstance(self.padding, str)
-                or self.dilation != (1, 1) or torch.jit.is_tracing()
-                or torch.onnx.is_in_onnx_export()):
+        if (self.padding_mode != "zeros" or isinstance(self.padding, str)
+                or self.dilation != (1, 1)):
             return super().forward(x)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return trimmed_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+
+
+def trimmed_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   stride: tuple[int, int], padding: tuple[int, int], groups: int) -> torch.Tensor:
+    """F.conv2d with zero padding, leaving out the kernel taps that only multiply padding
+    at this input size (TrimmedConv2d's rule, for weights that are not a module's own)."""
+    (kh, kw), (sh, sw), (ph, pw) = weight.shape[-2:], stride, padding
+    if not _trimming or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        th = tw = 0
+    else:
         th = _unused_taps(x.shape[-2], kh, sh, ph)
         tw = _unused_taps(x.shape[-1], kw, sw, pw)
-        if th == 0 and tw == 0:
-            return super().forward(x)
-        weight = self.weight[:, :, th:kh - th, tw:kw - tw]
-        return F.conv2d(x, weight, self.bias, self.stride, (ph - th, pw - tw), 1, self.groups)
+    if th or tw:
+        weight = weight[:, :, th:kh - th, tw:kw - tw]
+    return F.conv2d(x, weight, bias, (sh, sw), (ph - th, pw - tw), 1, groups)
 
 
 class ConvBNAct(nn.Sequential):

@@ -20,6 +20,7 @@ from nas.arch.validate import validate
 from nas.ops.layers import init_weights
 from nas.supernet.base import Exported
 from nas.supernet.bn import recalibrate_bn
+from nas.supernet.entangled import WEIGHTS, SharedBlock
 from nas.supernet.space import Decision, SearchSpace
 
 
@@ -65,16 +66,26 @@ class PathNet(nn.Module):
 
 class ChainSupernet(nn.Module):
     """Every candidate block of a ChainSearchSpace, built and initialised as the template's
-    network is (nas.arch.builder); a single-path implementation of nas.supernet.base.Supernet."""
+    network is (nas.arch.builder); a single-path implementation of nas.supernet.base.Supernet.
 
-    def __init__(self, space: ChainSearchSpace):
+    `weights="independent"`: one block per candidate (FairNAS, MoGA); `"entangled"`: each
+    searchable layer's candidates are slices of one over-complete block
+    (nas.supernet.entangled). Either way a path's state_dict is the stand-alone network's.
+    """
+
+    def __init__(self, space: ChainSearchSpace, weights: str = "independent"):
         super().__init__()
-        self.space = space
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights: expected one of {', '.join(WEIGHTS)}, got {weights!r}")
+        self.space, self.weights = space, weights
         t = space.template
         self.stem = build_stem(t)
         cin, layers = t.stem.out, []
         for i, cands in enumerate(space.positions):
-            layers.append(nn.ModuleList(build_block(t, b, cin, i) for b in cands))
+            if weights == "entangled" and len(cands) > 1:
+                layers.append(SharedBlock(t, cands, cin, i))
+            else:
+                layers.append(nn.ModuleList(build_block(t, b, cin, i) for b in cands))
             cin = cands[0].out
         self.choices = nn.ModuleList(layers)
         self.head = build_head(t, cin)
@@ -82,7 +93,8 @@ class ChainSupernet(nn.Module):
 
     def path(self, vector: Sequence[int]) -> PathNet:
         chosen = dict(zip(self.space.searchable, self.space.check(vector)))
-        blocks = [layer[chosen.get(i, 0)] for i, layer in enumerate(self.choices)]
+        blocks = [layer.choice(chosen.get(i, 0)) if isinstance(layer, SharedBlock)
+                  else layer[chosen.get(i, 0)] for i, layer in enumerate(self.choices)]
         return PathNet(self.stem, blocks, self.head)
 
     def forward(self, x: torch.Tensor, vector: Sequence[int]) -> torch.Tensor:
