@@ -97,6 +97,7 @@ class MogaConfig:
     init: Optional[str] = None
     same_batch: bool = False
     weights: str = "independent"     # independent (the paper's) | entangled (sliced choices)
+    supernet: Optional[str] = None   # a trained supernet.pt to search instead of training one
     # Supernet optimiser (MoGA 4.2: SGD momentum 0.9, lr 0.05, one cosine cycle to 0); the
     # paper's batch size and weight decay are not stated.
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
@@ -295,7 +296,10 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
                            same_batch=cfg.same_batch, weights=cfg.weights)
     run_dir = ctx.run_dir
     saved = run_dir / "supernet.pt"
-    if saved.is_file():  # a resumed run whose supernet finished training
+    if cfg.supernet is not None:  # a trained supernet searched again (other objectives, LUT)
+        _load_supernet(module.supernet, Path(cfg.supernet))
+        train_seconds = 0.0
+    elif saved.is_file():  # a resumed run whose supernet finished training
         _load_supernet(module.supernet, saved)
         train_seconds = 0.0
     else:
@@ -381,7 +385,8 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
         "random_paths_accuracy_min": (round(min(random_paths), 4) if random_paths else None), "params": best["params"], "macs": best["macs"],
         "objectives": cfg.objectives, "weights": list(cfg.nsga.weights),
         "generations": result.generation, "unique_evaluations": result.n_evals,
-        "front_size": len(front), "supernet_seconds": round(train_seconds, 1),
+        "front_size": len(front), "supernet": str(cfg.supernet or saved),
+        "supernet_seconds": round(train_seconds, 1),
         "lut_seconds": round(lut_seconds, 1), "search_seconds": round(search_seconds, 1),
         "lut_entries": len(table), "lut_rel_rmse": report.get("rel_rmse"),
         "lut_kendall_tau": report.get("kendall_tau"),
