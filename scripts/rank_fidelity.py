@@ -158,15 +158,20 @@ def standalone(spec, args, train_loader, eval_batches, seed: int) -> tuple[float
     return correct / max(1, total), float(loss.detach()), seconds
 
 
-def sample_vectors(space, n: int, seed: int) -> list[list[int]]:
-    """n distinct uniformly drawn decision vectors from a seeded generator."""
+def sample_vectors(space, n: int, seed: int, spread: bool = False) -> list[list[int]]:
+    """n distinct decision vectors from a seeded generator: uniformly drawn, or with
+    `spread` the members of a uniform pool of 50 n at n evenly spaced MAC quantiles (the
+    smallest and the largest included), so that the sample covers the cost range."""
     g = torch.Generator().manual_seed(seed)
-    out: list[list[int]] = []
-    while len(out) < n:
+    pool: list[list[int]] = []
+    while len(pool) < (50 * n if spread else n):
         v = space.sample(g)
-        if v not in out:
-            out.append(v)
-    return out
+        if v not in pool:
+            pool.append(v)
+    if not spread:
+        return pool
+    pool.sort(key=lambda v: count(space.to_spec(v)).macs)
+    return [pool[round(i * (len(pool) - 1) / (n - 1))] for i in range(n)]
 
 
 def ranks(values) -> list[int]:
@@ -194,6 +199,9 @@ def parse(argv):
                        demo_batch)
     g = p.add_argument_group("stand-alone training")
     g.add_argument("--n", type=int, default=8, help="architectures sampled")
+    g.add_argument("--spread", action="store_true",
+                   help="sample along the MAC range (n quantiles of a uniform pool of 50 n) "
+                        "instead of uniformly: architectures whose accuracies differ more")
     g.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
     g.add_argument("--standalone-seeds", type=int, default=2,
                    help="train every candidate this many times (seeds --seed, --seed+1, ...) "
@@ -280,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     alone_train, _ = data(args.batch).search_dataloaders()
 
     rows = []
-    for k, vector in enumerate(sample_vectors(space, args.n, args.seed)):
+    for k, vector in enumerate(sample_vectors(space, args.n, args.seed, args.spread)):
         start = time.perf_counter()
         score = scorer.accuracy(vector)
         score_seconds = time.perf_counter() - start

@@ -97,3 +97,18 @@ def test_rank_fidelity_runs_end_to_end(tmp_path):
 def test_help():
     r = _run("--help", cwd=REPO)
     assert r.returncode == 0 and "Kendall" in r.stdout and "--supernet" in r.stdout
+
+
+def test_spread_sampling_covers_the_mac_range():
+    from nas.cost import count
+    from nas.methods.moga import moga_space
+
+    script = _script()
+    space = moga_space(width=0.25, stem_stride=2, num_classes=10, input_size=32)
+    picked = script.sample_vectors(space, 5, seed=3, spread=True)
+    macs = [count(space.to_spec(v)).macs for v in picked]
+    pool = script.sample_vectors(space, 250, seed=3)      # the same uniform pool
+    pool_macs = sorted(count(space.to_spec(v)).macs for v in pool)
+    assert macs == sorted(macs) and len({tuple(v) for v in picked}) == 5
+    assert (macs[0], macs[-1]) == (pool_macs[0], pool_macs[-1])
+    assert script.sample_vectors(space, 5, seed=3) == pool[:5]   # uniform: unchanged
