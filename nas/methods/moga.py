@@ -379,10 +379,10 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     spec = space.to_spec(best["genome"], name="moga_searched")
     metrics = {
         "genome": best["genome"], "accuracy": best["accuracy"],
-        "latency_ms": best["latency_ms"],
+        "latency_ms": best["latency_ms"], "params": best["params"], "macs": best["macs"],
         "random_paths_accuracy": (round(float(np.mean(random_paths)), 4) if random_paths
                                   else None),
-        "random_paths_accuracy_min": (round(min(random_paths), 4) if random_paths else None), "params": best["params"], "macs": best["macs"],
+        "random_paths_accuracy_min": round(min(random_paths), 4) if random_paths else None,
         "objectives": cfg.objectives, "weights": list(cfg.nsga.weights),
         "generations": result.generation, "unique_evaluations": result.n_evals,
         "front_size": len(front), "supernet": str(cfg.supernet or saved),
