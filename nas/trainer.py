@@ -120,8 +120,9 @@ def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
 
     The memory-format callback comes first (weight averaging copies the module at its own
     setup), then the per-epoch reseeding from `seed` (what makes a resumed run exact), the
-    stage's `callbacks`, the lr monitor when something logs, the progress bar. `single_device` names a stage that cannot run on several processes (the reason is
-    in the error). `overrides` are Trainer arguments the stage sets itself, such as
+    stage's `callbacks`, the lr monitor when something logs, the progress bar.
+    `single_device` names a stage that cannot run on several processes (the reason is in
+    the error). `overrides` are Trainer arguments the stage sets itself, such as
     `limit_val_batches=0` for a stage without validation.
     """
     if trainer.sync_batchnorm and not runs_on_cuda(trainer.accelerator):

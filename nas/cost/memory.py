@@ -13,14 +13,13 @@ import os
 import torch
 
 from nas.arch.spec import ArchSpec, SpecError
-from nas.cost.analytic import count
+from nas.cost.analytic import Cost, count
 from nas.trainer import runs_on_cuda
 
 BYTES = 4  # float32
 
 
-def training_bytes(spec: ArchSpec, batch_size: int) -> int:
-    cost = count(spec)
+def training_bytes(cost: Cost, batch_size: int) -> int:
     return BYTES * (2 * cost.params + batch_size * cost.activations)
 
 
@@ -49,10 +48,10 @@ def check_fits(spec: ArchSpec, batch_size: int, accelerator: str = "auto", *,
     """One-line SpecError, naming the analytic sizes, when training `spec` at `batch_size`
     (per process) needs more memory than there is; `field`, `what` (default: the spec's
     name) and `fix` say which setting made it and how to change it."""
-    need = training_bytes(spec, batch_size)
+    cost = count(spec)
+    need = training_bytes(cost, batch_size)
     have, where = available_bytes(accelerator)
     if need > have:
-        cost = count(spec)
         raise SpecError(f"{field}: {what or spec.name} cannot be trained here: at batch "
                         f"{batch_size} it needs at least {_gb(need)} ({cost.params:,} params, "
                         f"{cost.activations:,} activations per image), and {where} has "

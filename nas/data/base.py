@@ -13,7 +13,7 @@ when `seed` (the shuffling order) changes between repeated runs.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -121,19 +121,18 @@ def split_key(key) -> tuple[int, int | None]:
 
 
 @contextmanager
-def _seeded_cpu_rng(seed: int):
+def sample_randomness(seed: int | None):
+    """Context for one sample's augmentation: the CPU generator seeded with `seed` (and
+    restored afterwards), or the global stream as it is when `seed` is None."""
+    if seed is None:
+        yield
+        return
     state = torch.get_rng_state()
     torch.default_generator.manual_seed(seed)   # CPU only: CUDA streams stay untouched
     try:
         yield
     finally:
         torch.set_rng_state(state)
-
-
-def sample_randomness(seed: int | None):
-    """Context for one sample's augmentation: the CPU generator seeded with `seed` (and
-    restored afterwards), or the global stream as it is when `seed` is None."""
-    return nullcontext() if seed is None else _seeded_cpu_rng(seed)
 
 
 def random_crop(x: torch.Tensor, size: int, padding: int) -> torch.Tensor:

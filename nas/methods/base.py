@@ -42,7 +42,8 @@ class SearchContext:
         sanity validation; `overrides` are the Trainer arguments a stage sets itself."""
         overrides.setdefault("num_sanity_val_steps", 0)
         return make_trainer(self.run_dir, self.trainer, self.budget, self.logger, name=name,
-                            seed=self.seed, callbacks=callbacks, single_device=single_device, **overrides)
+                            seed=self.seed, callbacks=callbacks, single_device=single_device,
+                            **overrides)
 
 
 @dataclass

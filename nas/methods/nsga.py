@@ -469,6 +469,9 @@ def _load(path: Path, fingerprint: dict) -> dict:
             raise ValueError("population arrays of different lengths")
         state["cache"] = {tuple(int(g) for g in k): np.asarray(v, dtype=float)
                           for k, v in state["cache"]}
+        missing = [x for x in X.tolist() if tuple(x) not in state["cache"]]
+        if missing:
+            raise ValueError(f"population member {missing[0]} has no saved objectives")
         int(state["generation"]), int(state["n_iter"]), int(state["n_eval"])
         dict(state["rng"])
     except ConfigError:
@@ -480,16 +483,10 @@ def _load(path: Path, fingerprint: dict) -> dict:
     return state
 
 
-def _restore(cfg: NSGAConfig, problem: GenomeProblem, cache: EvalCache, state: dict, seed: int):
-    """A new algorithm for `cfg` put into the saved state (the population's objectives come
-    from the cache, so problem_fn is not called)."""
-    algorithm = make_algorithm(cfg)
-    algorithm.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
+def _restore(algorithm, problem: GenomeProblem, state: dict) -> None:
+    """Put a set-up algorithm into the saved state (the population's objectives come from
+    problem.fn, the cache restored with the state, so problem_fn is not called)."""
     pop = Population.new("X", np.asarray(state["X"], dtype=int))
-    missing = [x for x in pop.get("X").tolist() if tuple(x) not in cache.table]
-    if missing:
-        raise ConfigError(f"state file: population member {missing[0]} has no saved "
-                          f"objectives; delete the file to start the search again")
     algorithm.evaluator.eval(problem, pop, algorithm=algorithm)
     pop.set("rank", np.asarray(state["rank"], dtype=int),
             "crowding", np.asarray(state["crowding"], dtype=float))
@@ -498,7 +495,6 @@ def _restore(cfg: NSGAConfig, problem: GenomeProblem, cache: EvalCache, state: d
     algorithm.evaluator.n_eval = int(state["n_eval"])
     algorithm.random_state.bit_generator.state = state["rng"]
     algorithm._set_optimum()
-    return algorithm
 
 
 def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int], n_obj: int,
@@ -522,19 +518,17 @@ def run_nsga(problem_fn: Callable[[np.ndarray], np.ndarray], n_choices: list[int
     state_path = Path(state_path) if state_path is not None else None
     fingerprint = _fingerprint(cfg, n_choices, n_obj, seed)
 
+    state = (_load(state_path, fingerprint)
+             if state_path is not None and state_path.exists() else None)
+    cache = EvalCache(problem_fn, n_obj, state["cache"] if state is not None else None)
     problem = GenomeProblem(n_choices, n_obj)
-    if state_path is not None and state_path.exists():
-        state = _load(state_path, fingerprint)
-        cache = EvalCache(problem_fn, n_obj, state["cache"])
-        problem.fn = cache
-        algorithm = _restore(cfg, problem, cache, state, seed)
-        generation = int(state["generation"])
-    else:
-        cache = EvalCache(problem_fn, n_obj)
-        algorithm = make_algorithm(cfg)
-        algorithm.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
-        generation = 0
     problem.fn = cache
+    algorithm = make_algorithm(cfg)
+    algorithm.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
+    generation = 0
+    if state is not None:
+        _restore(algorithm, problem, state)
+        generation = int(state["generation"])
 
     while generation < cfg.generations:
         infills = algorithm.ask()
