@@ -25,32 +25,38 @@ from nas.config import ConfigError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def searched_recipe(arch_path: str) -> str:
-    """The paper recipe of the method that searched `arch_path` (`recipe` in the result.json
-    its search wrote beside it), as a `recipe=` option such as `paper/moga_a`."""
+def searched_recipe(arch_path: str, budget: str) -> str | None:
+    """The recipe of the method that searched `arch_path` at `budget` (`recipe` in the
+    result.json its search wrote beside it, conf/recipe/<budget>/<recipe>.yaml), as a
+    `recipe=` option such as `paper/moga_a`. Every searched network has one at budget=paper
+    (an error names what is missing); at other budgets it may have none (None)."""
     result = Path(arch_path).parent / "result.json"
-    how = ("choose one with recipe=paper/<zoo name> (the recipes are conf/recipe/paper/*.yaml, "
-           "e.g. recipe=paper/moga_a)")
     try:
         name = json.loads(result.read_text()).get("recipe")
     except (OSError, ValueError, AttributeError):
         name = None
-    if not isinstance(name, str) or not (CONF_DIR / "recipe" / "paper" / f"{name}.yaml").is_file():
+    if isinstance(name, str) and (CONF_DIR / "recipe" / budget / f"{name}.yaml").is_file():
+        return f"{budget}/{name}"
+    if budget == "paper":
         raise ConfigError(f"budget=paper: {arch_path} is a searched architecture with no paper "
-                          f"recipe recorded in {result}; {how}")
-    return f"paper/{name}"
+                          f"recipe recorded in {result}; choose one with recipe=paper/<zoo "
+                          f"name> (the recipes are conf/recipe/paper/*.yaml, e.g. "
+                          f"recipe=paper/moga_a)")
+    return None
 
 
-def with_paper_recipe(cfg: DictConfig) -> DictConfig:
-    """`budget=paper arch=file` without `recipe=`: the config recomposed with the recipe its
-    search recorded (values on the command line still win); any other config as it is."""
+def with_search_recipe(cfg: DictConfig) -> DictConfig:
+    """`arch=file` without `recipe=`: the config recomposed with the recipe its search recorded
+    for this budget (values on the command line still win); any other config as it is."""
     hydra_cfg = HydraConfig.get()
     choices = hydra_cfg.runtime.choices
-    if (choices.get("budget"), choices.get("arch"), choices.get("recipe")) != \
-            ("paper", "file", "paper/file"):
+    budget = choices.get("budget")
+    if choices.get("arch") != "file" or choices.get("recipe") != f"{budget}/file":
         return cfg
-    recipe = searched_recipe(cfg.arch.get("path") or "")
-    print(f"budget=paper: training with recipe={recipe}, the recipe of its search")
+    recipe = searched_recipe(cfg.arch.get("path") or "", budget)
+    if recipe is None:
+        return cfg
+    print(f"budget={budget}: training with recipe={recipe}, the recipe of its search")
     return hydra.compose(config_name="train",
                          overrides=[*hydra_cfg.overrides.task, f"recipe={recipe}"])
 
@@ -62,7 +68,7 @@ def main(cfg: DictConfig) -> float | None:
     from nas.training import USER_ERRORS, print_summary, train_from_config
 
     try:
-        metrics = train_from_config(with_paper_recipe(cfg),
+        metrics = train_from_config(with_search_recipe(cfg),
                                     Path(HydraConfig.get().runtime.output_dir))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

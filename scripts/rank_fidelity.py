@@ -1,26 +1,28 @@
 """Supernet ranking fidelity: does the MoGA supernet order architectures as training them does?
 
-    python scripts/rank_fidelity.py --out runs/rank_fidelity.json          # demo scale
-    python scripts/rank_fidelity.py --supernet runs/search/<run>/supernet.pt \\
-        --width 0.5 --stem-stride 2 --out rf.json        # a supernet written by nas.search
+    python scripts/rank_fidelity.py --width 0.125 --save-supernet runs/rf/supernet.pt \
+        --out runs/rf/rank_fidelity.json            # the README's study (about 25 minutes)
+    python scripts/rank_fidelity.py --supernet runs/search/<run>/supernet.pt \
+        --width 0.25 --stem-stride 2 --out rf.json   # a supernet written by nas.search
 
-The search trusts the supernet's accuracy of a candidate (BN recalibration of its path
-on fixed training batches, then top-1 on fixed held-out batches: CandidateScorer) as a
-stand-in for the accuracy the candidate would reach trained on its own. This script
-measures how far that holds: it trains a FairNAS supernet on the search's training part
-of the embedded data (or loads one), samples N architectures with a seeded generator,
-scores each with the supernet exactly as the search does, trains each from scratch for a
-short budget (same seeds, data order and SGD cosine recipe for all; --standalone-seeds
-runs each, ranked by their mean) on the same training part, evaluates it on the whole
-held-out part (or --eval-on val), and reports Kendall's tau-b between the two orders
-(1: same order, 0: unrelated, -1: reversed), a table of both scores and a JSON file
-(--out) with every figure.
+The search trusts the supernet's estimate of a candidate (BN recalibration of its path on
+fixed training batches, then top-1 or cross-entropy on fixed held-out batches:
+CandidateScorer, `--score`) as a stand-in for the accuracy the candidate would reach
+trained on its own. This script measures how far that holds: it trains a FairNAS supernet
+as the demo search does on the search's training part of the embedded data (or loads
+one), draws N architectures with a seeded generator (by default a ladder from the
+cheapest networks of the space to the dearest), scores each with the supernet exactly as
+the search does, trains each from scratch --standalone-seeds times (same seeds, data order
+and SGD cosine recipe for all; ranked by the mean) on the same training part, evaluates it
+on every image no network trained on (or --eval-on), and reports Kendall's tau-b between
+the two orders (1: same order, 0: unrelated, -1: reversed) for the search's score and for
+both scores, a table and a JSON file (--out) with every figure.
 
-Two references read the figure: unrelated orders of N = 8 give tau with a standard
-deviation of about 0.29 (`null std`), and the stand-alone runs of two seeds agree with
-one another only so far (`stand-alone runs ... agree`): a short training is itself a
-noisy judge, and no proxy can be expected to agree with it better than it agrees with
-itself.
+Three references read the figure: unrelated orders of N give tau with a standard deviation
+of sqrt(2 (2N + 5) / (9 N (N - 1))) (`null std`, 0.22 at N = 12); the stand-alone
+accuracies must span more than one architecture's seed-to-seed spread (both printed), or
+there is no order to recover; and the stand-alone runs of two seeds agree with one another
+only so far, which bounds what any proxy can reach against one short training.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from nas.files import write_text_atomic
 from nas.memory_format import set_memory_format
 from nas.methods.fairnas import FairNASModule
 from nas.cost.lut_report import kendall_tau as kendall_tau_b  # tau-b: ties are common
-from nas.methods.moga import N_CHOICES, CandidateScorer, add_demo_arguments, demo_setting, moga_space
+from nas.methods.moga import (N_CHOICES, SCORES, CandidateScorer, add_demo_arguments,
+                              demo_setting, moga_space, score_value)
 from nas.optim import OptimConfig, build_optimizer
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
@@ -158,20 +161,47 @@ def standalone(spec, args, train_loader, eval_batches, seed: int) -> tuple[float
     return correct / max(1, total), float(loss.detach()), seconds
 
 
-def sample_vectors(space, n: int, seed: int, spread: bool = False) -> list[list[int]]:
+def choice_ladders(space) -> list[list[int]]:
+    """Per searchable layer, its choices from the cheapest to the dearest (MACs of the
+    network with that layer changed alone; ties keep the choice order)."""
+    base = [0] * len(space.searchable)
+    ladders = []
+    for layer in range(len(base)):
+        macs = [count(space.to_spec(base[:layer] + [g] + base[layer + 1:])).macs
+                for g in range(len(space.positions[space.searchable[layer]]))]
+        ladders.append(sorted(range(len(macs)), key=lambda g: macs[g]))
+    return ladders
+
+
+def sample_vectors(space, n: int, seed: int, spread: bool = False,
+                   window: int = 2) -> list[list[int]]:
     """n distinct decision vectors from a seeded generator: uniformly drawn, or with
-    `spread` the members of a uniform pool of 50 n at n evenly spaced MAC quantiles (the
-    smallest and the largest included), so that the sample covers the cost range."""
+    `spread` a ladder from the cheapest networks of the space to the dearest.
+
+    Uniform draws concentrate around the middle of the cost range (a sum of 14 layers), so
+    their accuracies differ little. On the ladder, network k of n takes in every layer the
+    choice whose rank by cost is k/(n-1) of the way up, moved by a uniform draw of at most
+    `window` ranks: the cost grows along the ladder and the layers still vary."""
     g = torch.Generator().manual_seed(seed)
-    pool: list[list[int]] = []
-    while len(pool) < (50 * n if spread else n):
-        v = space.sample(g)
-        if v not in pool:
-            pool.append(v)
-    if not spread:
-        return pool
-    pool.sort(key=lambda v: count(space.to_spec(v)).macs)
-    return [pool[round(i * (len(pool) - 1) / (n - 1))] for i in range(n)]
+    ladders = choice_ladders(space) if spread else []
+    out: list[list[int]] = []
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 1000 * n:
+            raise ValueError(f"could not draw {n} distinct architectures from the space")
+        if not spread:
+            v = space.sample(g)
+        else:
+            k = len(out)
+            v = []
+            for ladder in ladders:
+                top = len(ladder) - 1
+                shift = int(torch.randint(-window, window + 1, (1,), generator=g))
+                v.append(ladder[min(top, max(0, round(k * top / (n - 1)) + shift))])
+        if v not in out:
+            out.append(v)
+    return out
 
 
 def ranks(values) -> list[int]:
@@ -198,23 +228,24 @@ def parse(argv):
     add_demo_arguments(p.add_argument_group("supernet and scoring (as the search)"), demo,
                        demo_batch)
     g = p.add_argument_group("stand-alone training")
-    g.add_argument("--n", type=int, default=8, help="architectures sampled")
-    g.add_argument("--spread", action="store_true",
-                   help="sample along the MAC range (n quantiles of a uniform pool of 50 n) "
-                        "instead of uniformly: architectures whose accuracies differ more")
-    g.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
-    g.add_argument("--standalone-seeds", type=int, default=2,
+    g.add_argument("--n", type=int, default=12, help="architectures sampled")
+    g.add_argument("--sample", choices=["ladder", "uniform"], default="ladder",
+                   help="ladder: from the cheapest networks of the space to the dearest, whose "
+                        "accuracies differ more than uniform draws' do (default %(default)s)")
+    g.add_argument("--epochs", type=int, default=8, help="stand-alone epochs")
+    g.add_argument("--standalone-seeds", type=int, default=3,
                    help="train every candidate this many times (seeds --seed, --seed+1, ...) "
                         "and rank by the mean; with 2 or more, the agreement of the runs with "
                         "one another is reported too: the most a proxy can be expected to reach")
     g.add_argument("--batch", type=int, default=64, help="stand-alone batch size")
-    g.add_argument("--lr", type=float, default=0.02,
+    g.add_argument("--lr", type=float, default=0.05,
                    help="Nesterov SGD lr at --batch, cosine to 0 (0.1 diverges early here)")
     g.add_argument("--train-batches", type=int, default=None,
                    help="stand-alone steps per epoch (default: the whole training part)")
-    g.add_argument("--eval-on", choices=["heldout", "val"], default="heldout",
+    g.add_argument("--eval-on", choices=["heldout", "val", "unseen"], default="unseen",
                    help="stand-alone top-1 on the held-out part of the training split "
-                        "(where the supernet scores) or on the val split")
+                        "(where the supernet scores), on the val split, or on every image "
+                        "no network trains on (held-out, val and test: the least noisy)")
     g.add_argument("--eval-batches", type=int, default=None,
                    help="at most this many eval batches of --score-batch (default: all)")
     p.add_argument("--seed", type=int, default=0, help="sampling, supernet and training seed")
@@ -283,35 +314,45 @@ def main(argv: list[str] | None = None) -> int:
     scorer = CandidateScorer(supernet, recal, list(itertools.islice(held_loader,
                                                                     args.score_batches)),
                              torch.device("cpu"))
-    eval_loader = held_loader if args.eval_on == "heldout" else score_dm.val_dataloader()
-    eval_batches = list(itertools.islice(eval_loader, args.eval_batches))
+    loaders = {"heldout": [held_loader], "val": [score_dm.val_dataloader()],
+               "unseen": [held_loader, score_dm.val_dataloader(), score_dm.test_dataloader()]}
+    eval_batches = list(itertools.islice(itertools.chain(*loaders[args.eval_on]),
+                                         args.eval_batches))
     alone_train, _ = data(args.batch).search_dataloaders()
 
     rows = []
-    for k, vector in enumerate(sample_vectors(space, args.n, args.seed, args.spread)):
+    for k, vector in enumerate(sample_vectors(space, args.n, args.seed, args.sample == "ladder")):
         start = time.perf_counter()
-        score = scorer.accuracy(vector)
+        top1, loss = scorer.evaluate(vector)
+        score = score_value(top1, loss, args.score)
         score_seconds = time.perf_counter() - start
         spec = space.to_spec(vector)
         runs = [standalone(spec, args, alone_train, eval_batches, args.seed + s)
                 for s in range(args.standalone_seeds)]
-        top1 = float(np.mean([r[0] for r in runs]))
+        mean = float(np.mean([r[0] for r in runs]))
         train_seconds = sum(r[2] for r in runs)
         cost = count(spec)
-        rows.append({"genome": vector, "supernet_top1": score, "standalone_top1": top1,
+        rows.append({"genome": vector, "supernet_score": score, "supernet_top1": top1,
+                     "supernet_loss": loss, "standalone_top1": mean,
                      "standalone_runs": [r[0] for r in runs],
                      "standalone_final_loss": [r[1] for r in runs],
                      "params": cost.params, "macs": cost.macs,
                      "score_seconds": round(score_seconds, 3),
                      "train_seconds": round(train_seconds, 1)})
         each = ", ".join(f"{100 * r[0]:.2f}" for r in runs)
-        print(f"[{k + 1}/{args.n}] {'-'.join(map(str, vector))}: supernet {100 * score:.2f} %, "
-              f"stand-alone {100 * top1:.2f} % (runs: {each}; {train_seconds:.0f} s)",
-              flush=True)
+        print(f"[{k + 1}/{args.n}] {'-'.join(map(str, vector))}: supernet {100 * top1:.2f} % "
+              f"(loss {loss:.4f}), stand-alone {100 * mean:.2f} % (runs: {each}; "
+              f"{train_seconds:.0f} s)", flush=True)
 
-    sup = [r["supernet_top1"] for r in rows]
+    sup = [r["supernet_score"] for r in rows]
     alone = [r["standalone_top1"] for r in rows]
     tau = kendall_tau_b(sup, alone)
+    # Both estimates, whichever the search uses.
+    taus = {s: kendall_tau_b([score_value(r["supernet_top1"], r["supernet_loss"], s)
+                              for r in rows], alone) for s in SCORES}
+    # Seed-to-seed spread of a stand-alone accuracy against the spread of the architectures.
+    seed_std = (float(np.mean([np.std(r["standalone_runs"], ddof=1) for r in rows]))
+                if args.standalone_seeds > 1 else float("nan"))
     # Agreement of the stand-alone runs with one another (mean over pairs of seeds).
     pairs = [kendall_tau_b([r["standalone_runs"][a] for r in rows],
                            [r["standalone_runs"][b] for r in rows])
@@ -322,21 +363,30 @@ def main(argv: list[str] | None = None) -> int:
         r["supernet_rank"], r["standalone_rank"] = a, b
     total = time.perf_counter() - t0
 
-    print(f"\n{'genome':<43} {'supernet':>9} {'rank':>4} {'alone':>7} {'rank':>4} "
+    print(f"\n{'genome':<43} {'supernet':>8} {'loss':>7} {'rank':>4} {'alone':>7} {'rank':>4} "
           f"{'params':>8} {'MMACs':>7}")
     for r in sorted(rows, key=lambda r: r["standalone_rank"]):
-        print(f"{'-'.join(map(str, r['genome'])):<43} {100 * r['supernet_top1']:8.2f}% "
-              f"{r['supernet_rank']:>4} {100 * r['standalone_top1']:6.2f}% "
-              f"{r['standalone_rank']:>4} {r['params']:>8,} {r['macs'] / 1e6:7.2f}")
+        print(f"{'-'.join(map(str, r['genome'])):<43} {100 * r['supernet_top1']:7.2f}% "
+              f"{r['supernet_loss']:7.4f} {r['supernet_rank']:>4} "
+              f"{100 * r['standalone_top1']:6.2f}% {r['standalone_rank']:>4} "
+              f"{r['params']:>8,} {r['macs'] / 1e6:7.2f}")
     null = tau_null_std(args.n)
-    print(f"\nKendall tau-b (supernet vs stand-alone, N={args.n}): {tau:+.3f}  "
-          f"(null std {null:.2f}); {total:.0f} s in all")
+    print(f"\nKendall tau-b (supernet {args.score} vs stand-alone, N={args.n}): {tau:+.3f}  "
+          f"(null std {null:.2f}; " + ", ".join(f"{s}: {t:+.3f}" for s, t in taus.items())
+          + f"); {total:.0f} s in all")
+    if args.standalone_seeds > 1:
+        spread = max(alone) - min(alone)
+        print(f"stand-alone top-1 spans {100 * spread:.2f} points over the architectures; one "
+              f"architecture's seeds differ by {100 * seed_std:.2f} points (mean std)")
     if args.standalone_seeds > 1:
         print(f"stand-alone runs of different seeds agree with tau-b {self_tau:+.3f}")
 
     result = {
         "kendall_tau_b": None if math.isnan(tau) else tau,
+        "score": args.score,
+        "kendall_tau_b_by_score": {s: None if math.isnan(t) else t for s, t in taus.items()},
         "tau_null_std": null,
+        "standalone_seed_std": None if math.isnan(seed_std) else seed_std,
         "standalone_self_tau_b": None if math.isnan(self_tau) else self_tau,
         "supernet_final_loss": None if math.isnan(supernet_loss) else supernet_loss,
         "n": args.n,

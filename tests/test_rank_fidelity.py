@@ -78,11 +78,13 @@ def test_rank_fidelity_runs_end_to_end(tmp_path):
     for row in result["architectures"]:
         assert len(row["genome"]) == 14
         assert 0.0 <= row["supernet_top1"] <= 1.0 and 0.0 <= row["standalone_top1"] <= 1.0
+        assert row["supernet_loss"] > 0 and row["supernet_score"] == -row["supernet_loss"]
         assert 1 <= row["supernet_rank"] <= 3 and 1 <= row["standalone_rank"] <= 3
         assert len(row["standalone_runs"]) == 2
         assert row["standalone_top1"] == pytest.approx(sum(row["standalone_runs"]) / 2)
     assert result["standalone_self_tau_b"] is None or -1 <= result["standalone_self_tau_b"] <= 1
     assert result["scoring"] == {"recal_images": 8, "heldout_images": 64}
+    assert result["score"] == "loss" and set(result["kendall_tau_b_by_score"]) == {"top1", "loss"}
     assert "Kendall tau-b" in r.stdout
     assert not list(tmp_path.glob("lightning_logs")), "the supernet trainer wrote logs"
 
@@ -99,16 +101,24 @@ def test_help():
     assert r.returncode == 0 and "Kendall" in r.stdout and "--supernet" in r.stdout
 
 
-def test_spread_sampling_covers_the_mac_range():
+def test_ladder_sampling_spans_the_cost_range():
+    """The ladder climbs from near the cheapest network of the space to near the dearest,
+    further than uniform draws reach, and its layers still vary."""
     from nas.cost import count
     from nas.methods.moga import moga_space
 
     script = _script()
     space = moga_space(width=0.25, stem_stride=2, num_classes=10, input_size=32)
-    picked = script.sample_vectors(space, 5, seed=3, spread=True)
+    ladders = script.choice_ladders(space)
+    assert all(sorted(l) == list(range(12)) for l in ladders)
+    assert ladders[0][0] == 0 and ladders[0][-1] == 11   # k3 e3 cheapest, k7 e6 SE dearest
+    picked = script.sample_vectors(space, 6, seed=3, spread=True)
     macs = [count(space.to_spec(v)).macs for v in picked]
-    pool = script.sample_vectors(space, 250, seed=3)      # the same uniform pool
-    pool_macs = sorted(count(space.to_spec(v)).macs for v in pool)
-    assert macs == sorted(macs) and len({tuple(v) for v in picked}) == 5
-    assert (macs[0], macs[-1]) == (pool_macs[0], pool_macs[-1])
-    assert script.sample_vectors(space, 5, seed=3) == pool[:5]   # uniform: unchanged
+    assert len({tuple(v) for v in picked}) == 6
+    assert macs[0] < macs[2] < macs[5] and len(set(picked[0])) > 1
+    cheapest, dearest = (count(space.to_spec([g] * 14)).macs for g in (0, 11))
+    uniform = [count(space.to_spec(v)).macs for v in script.sample_vectors(space, 30, seed=3)]
+    assert macs[0] < min(uniform) and macs[-1] > max(uniform)
+    assert macs[0] - cheapest < 0.25 * (dearest - cheapest)
+    assert dearest - macs[-1] < 0.25 * (dearest - cheapest)
+    assert script.sample_vectors(space, 5, seed=3) == script.sample_vectors(space, 6, seed=3)[:5]

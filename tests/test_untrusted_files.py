@@ -86,7 +86,7 @@ CASES = {
     "latency table": ("lut.json", _pickle, LatencyTable.load, LatencyTableError,
                       "not a latency table (not UTF-8 text"),
     "search result (recipe)": ("result.json", _pickle,
-                               lambda p: searched_recipe(str(p.parent / "arch.yaml")),
+                               lambda p: searched_recipe(str(p.parent / "arch.yaml"), "paper"),
                                ConfigError, "budget=paper:"),
 }
 

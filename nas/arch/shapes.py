@@ -40,3 +40,22 @@ def last_channels(spec: ChainSpec) -> int:
 def reduction_layers(layers: int) -> tuple[int, int]:
     """DARTS places its two reduction cells at layers // 3 and 2 * layers // 3."""
     return layers // 3, 2 * layers // 3
+
+
+# Width ratio of the two MobileNeXt cell ops. The paper gives neither; each is its own paper's
+# default: MobileNeXt's sandglass reduces by t = 6 (Table 2), MobileNetV2's inverted residual
+# expands by t = 6. So the comparison sets the two designs against each other at their usual
+# shape: the sandglass (2 C^2 / 6 weights in its 1x1s) is cheaper than sep_conv_3x3 (2 C^2),
+# the inverted residual (12 C^2) dearer.
+SANDGLASS_REDUCTION = 6
+IR_EXPANSION = 6
+
+
+def sandglass_hidden(c: int) -> int:
+    """Middle width of the sandglass cell op on c channels (ceil: at least one)."""
+    return -(-c // SANDGLASS_REDUCTION)
+
+
+def ir_op_hidden(c: int) -> int:
+    """Hidden width of the inverted-residual cell op on c channels."""
+    return IR_EXPANSION * c

@@ -21,9 +21,10 @@ INIT_SCHEMES = ("torch_default", "torchvision", "tf_mnas")
 RESIDUALS = ("none", "identity", "partial")
 SANDGLASS_FORMS = ("full", "pw_pw", "pw_pw_dw")
 CLASSIFIERS = ("linear", "conv")
-# Operations of DARTS evaluation cells ("none" exists only in the search space).
+# Operations of DARTS evaluation cells ("none" exists only in the search space), with the
+# MobileNeXt comparison's two blocks (nas.ops.darts: their widths and why).
 CELL_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
-            "dil_conv_3x3", "dil_conv_5x5")
+            "dil_conv_3x3", "dil_conv_5x5", "sandglass", "inverted_residual")
 
 
 @dataclass(kw_only=True)

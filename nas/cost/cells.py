@@ -9,7 +9,7 @@ Pooling and identity edges cost nothing here (no params; pooling MACs are not co
 
 from __future__ import annotations
 
-from nas.arch.shapes import conv_out, reduction_layers
+from nas.arch.shapes import conv_out, ir_op_hidden, reduction_layers, sandglass_hidden
 from nas.arch.spec import CellSpec
 from nas.cost.analytic import Cost, _Tally
 
@@ -33,6 +33,17 @@ def _edge(t: _Tally, op: str, c: int, stride: int, hw: int) -> None:
     elif op in _DIL:
         t.conv(c, c, _DIL[op], hw_out, groups=c, bn=False)
         t.conv(c, c, 1, hw_out)
+    elif op == "sandglass":
+        h = sandglass_hidden(c)
+        t.conv(c, c, 3, hw, groups=c)
+        t.conv(c, h, 1, hw)
+        t.conv(h, c, 1, hw)
+        t.conv(c, c, 3, hw_out, groups=c)
+    elif op == "inverted_residual":
+        h = ir_op_hidden(c)
+        t.conv(c, h, 1, hw)
+        t.conv(h, h, 3, hw_out, groups=h)
+        t.conv(h, c, 1, hw_out)
     elif op == "skip_connect" and stride == 2:
         _factorized_reduce(t, c, c, hw_out)
 
@@ -69,7 +80,12 @@ def cell_cost(spec: CellSpec, size: int | None = None) -> Cost:
             t.conv(c_pp, c, 1, hw)
         t.conv(c_p, c, 1, hw)
         for op, src in (spec.genotype.reduce if reduction else spec.genotype.normal):
-            _edge(t, op, c, 2 if reduction and src < 2 else 1, hw)
+            # In a reduction cell the inputs are reduced by their edges (stride 2), while
+            # edges from the intermediate nodes already run at the reduced size.
+            if reduction and src >= 2:
+                _edge(t, op, c, 1, conv_out(hw, 2))
+            else:
+                _edge(t, op, c, 2 if reduction else 1, hw)
         if reduction:
             hw = conv_out(hw, 2)
         c_last = c_out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.arch.shapes import reduction_layers
+from nas.arch.shapes import ir_op_hidden, reduction_layers, sandglass_hidden
 from nas.arch.spec import CellSpec, GenotypeSpec
 from nas.ops.layers import Norm, drop_path, init_weights, make_norm
 from nas.ops.network import Network
@@ -93,8 +93,48 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
+class SandglassOp(nn.Module):
+    """MobileNeXt's sandglass block as a cell edge (c -> c, dw 3x3 only): dw + BN + ReLU6 ->
+    1x1 reduce + BN -> 1x1 expand + BN + ReLU6 -> dw (stride) + BN, plus the identity at
+    stride 1. No leading ReLU: the block's shortcut and first dw read the linear input."""
+
+    def __init__(self, c: int, stride: int, norm: Norm):
+        super().__init__()
+        h = sandglass_hidden(c)
+        self.residual = stride == 1
+        self.op = nn.Sequential(
+            nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), norm(c), nn.ReLU6(),
+            nn.Conv2d(c, h, 1, bias=False), norm(h),
+            nn.Conv2d(h, c, 1, bias=False), norm(c), nn.ReLU6(),
+            nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), norm(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.op(x) if self.residual else self.op(x)
+
+
+class InvertedResidualOp(nn.Module):
+    """MobileNetV2's inverted residual as a cell edge (c -> c, dw 3x3): 1x1 expand x6 + BN +
+    ReLU6 -> dw (stride) + BN + ReLU6 -> 1x1 project + BN, plus the identity at stride 1."""
+
+    def __init__(self, c: int, stride: int, norm: Norm):
+        super().__init__()
+        h = ir_op_hidden(c)
+        self.residual = stride == 1
+        self.op = nn.Sequential(
+            nn.Conv2d(c, h, 1, bias=False), norm(h), nn.ReLU6(),
+            nn.Conv2d(h, h, 3, stride, 1, groups=h, bias=False), norm(h), nn.ReLU6(),
+            nn.Conv2d(h, c, 1, bias=False), norm(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.op(x) if self.residual else self.op(x)
+
+
 def make_op(name: str, c: int, stride: int, norm: Norm) -> nn.Module:
     """One cell edge (width c -> c) by its spec.CELL_OPS name."""
+    if name == "sandglass":
+        return SandglassOp(c, stride, norm)
+    if name == "inverted_residual":
+        return InvertedResidualOp(c, stride, norm)
     if name == "max_pool_3x3":
         return nn.MaxPool2d(3, stride, 1)
     if name == "avg_pool_3x3":

@@ -1,0 +1,322 @@
+"""DARTS in the cell search space, with MobileNeXt's sandglass operator (specs 1.8, 2.6).
+
+`method.ops` names the operations (`darts`, `darts+sandglass`, `darts+inverted_residual`);
+the search network (nas.supernet.cells) is trained on one half of the training split while
+its architecture tensors follow the other half: per iteration one architecture step (Adam;
+first order, or second order through an unrolled weight step: nas.methods.darts_grad)
+then one weight step (SGD, cosine lr, gradient clipping). Each epoch records the mixture
+weights and the derived genotype; the result is the last genotype in the evaluation
+network (arch.yaml), trained from scratch by `python -m nas.train`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import CombinedLoader
+
+from nas.arch.spec import CellSpec, GenotypeSpec
+from nas.arch.zoo.darts import darts as darts_spec
+from nas.checkpoints import CheckpointError, read_checkpoint
+from nas.classifier import CHECKPOINT_FORMAT
+from nas.config import ConfigError, require
+from nas.cost import count
+from nas.data import make_datamodule
+from nas.files import write_text_atomic
+from nas.methods.base import Method, SearchContext, SearchResult
+from nas.methods.darts_grad import HVP_EPS, first_order, second_order
+from nas.methods.darts_plots import plot_alphas, plot_cells
+from nas.supernet.cells import (PARAMETER_FREE, CellSearchSpace, CellSupernet, edge_inputs,
+                                parse_ops)
+
+
+@dataclass
+class DartsConfig:
+    name: str = "darts"
+    ops: str = "darts"             # op sets and ops joined by '+': darts+sandglass, ...
+    order: int = 1                 # 1: first order; 2: unrolled (second order)
+    # Search network (8 cells, 16 channels, stem 3 x 16 = 48).
+    channels: int = 16
+    layers: int = 8
+    stem_multiplier: int = 3
+    # Weights: SGD with momentum, lr cosine from lr to lr_min over the epochs, norm clipping.
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    # Architecture: Adam (L2 weight decay, as officially).
+    arch_lr: float = 3e-4
+    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+    hvp_eps: float = HVP_EPS       # second order: the finite difference steps eps / ||v||
+    # The evaluation network arch.yaml describes.
+    eval_channels: int = 36
+    eval_layers: int = 20
+    auxiliary: Optional[bool] = None   # null: on at 32x32 input (the CIFAR head needs 8x8)
+    drop_path: float = 0.2
+
+    def __post_init__(self) -> None:
+        try:
+            parse_ops(self.ops)
+        except ValueError as e:
+            raise ConfigError(f"ops: {e}") from None
+        require(self.order in (1, 2), "order", "1 (first order) or 2 (second order)",
+                self.order)
+        for key in ("channels", "stem_multiplier", "eval_channels"):
+            require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        for key in ("layers", "eval_layers"):
+            # Two reduction cells at layers // 3 and 2 layers // 3 need three cells.
+            require(getattr(self, key) >= 3, key, "an integer >= 3", getattr(self, key))
+        for key in ("lr", "arch_lr", "hvp_eps", "grad_clip"):
+            require(getattr(self, key) > 0, key, "a positive number", getattr(self, key))
+        for key in ("lr_min", "weight_decay", "arch_weight_decay", "momentum"):
+            require(getattr(self, key) >= 0, key, "a number >= 0", getattr(self, key))
+        require(self.lr_min <= self.lr, "lr_min", f"at most lr ({self.lr})", self.lr_min)
+        require(len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas),
+                "arch_betas", "two numbers in [0, 1)", self.arch_betas)
+        require(0 <= self.drop_path < 1, "drop_path", "a probability in [0, 1)", self.drop_path)
+
+
+def eval_template(cfg: DartsConfig, *, num_classes: int, input_size: int,
+                  in_channels: int) -> CellSpec:
+    """The evaluation network a genotype goes into (its genotype is replaced)."""
+    spec = darts_spec("darts_v2", num_classes=num_classes, input_size=input_size,
+                      init_channels=cfg.eval_channels, layers=cfg.eval_layers,
+                      auxiliary=cfg.auxiliary, drop_path=cfg.drop_path,
+                      name="darts_searched")
+    return replace(spec, in_channels=in_channels)
+
+
+def parameter_free(edges) -> int:
+    """Edges of a genotype whose operation has no weights (skip, pooling): DARTS's known
+    failure is a collapse of the normal cell onto skip connections."""
+    return sum(op in PARAMETER_FREE for op, _ in edges)
+
+
+def genotype_text(edges) -> str:
+    return " ".join(f"{op}({src})" for op, src in edges)
+
+
+class DartsModule(pl.LightningModule):
+    """Bilevel DARTS training with manual optimization (an architecture step, then a weight
+    step, per iteration); keeps the per-epoch history that alphas.csv and genotypes.csv
+    hold (in checkpoints too, so a resumed search writes the same files)."""
+
+    def __init__(self, net: CellSupernet, cfg: DartsConfig):
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = net
+        self.cfg = cfg
+        self.history: list[dict] = []
+        self._val = [0, 0, 0.0]  # correct, seen, loss sum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        weights = torch.optim.SGD(self.net.weight_parameters(), cfg.lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay)
+        arch = torch.optim.Adam(self.net.arch_parameters(), cfg.arch_lr,
+                                betas=tuple(cfg.arch_betas), weight_decay=cfg.arch_weight_decay)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, epochs, eta_min=cfg.lr_min)
+        return [weights, arch], [{"scheduler": cosine, "interval": "epoch"}]
+
+    def _arch_gradient(self, train, val, w_opt) -> list[torch.Tensor]:
+        alphas = self.net.arch_parameters()
+        if self.cfg.order == 1:
+            return first_order(self.net, alphas, *val)
+        state = w_opt.state
+        return second_order(
+            self.net, self.net.named_weight_parameters(), alphas, train, val,
+            lr=w_opt.param_groups[0]["lr"], momentum=self.cfg.momentum,
+            weight_decay=self.cfg.weight_decay, hvp_eps=self.cfg.hvp_eps,
+            momentum_buffer=lambda w: state.get(w, {}).get("momentum_buffer"))
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        (x, y), (xa, ya) = batch["weights"], batch["arch"]
+        w_opt, a_opt = self.optimizers()
+        # Architecture step on an architecture batch (averaged over DDP ranks).
+        grads = self._arch_gradient((x, y), (xa, ya), w_opt.optimizer)
+        for p, g in zip(self.net.arch_parameters(), grads):
+            p.grad = self.trainer.strategy.reduce(g, reduce_op="mean")
+        a_opt.step()
+        a_opt.zero_grad(set_to_none=True)
+        # Weight step on a training batch.
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite DARTS training loss {float(loss)} at step "
+                                     f"{self.global_step}; lower method.lr")
+        w_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.grad_clip)
+        w_opt.step()
+        for p in self.net.arch_parameters():  # the weight step's share of their gradient
+            p.grad = None
+        top1 = (logits.argmax(1) == y).float().mean()
+        self.log_dict({"train/loss": loss.detach(), "train/top1": top1,
+                       "train/lr": w_opt.param_groups[0]["lr"]},
+                      on_step=False, on_epoch=True, batch_size=len(y))
+
+    def on_train_epoch_end(self) -> None:
+        self.lr_schedulers().step()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = [0, 0, 0.0]
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self._val[0] += int((logits.argmax(1) == y).sum())
+        self._val[1] += len(y)
+        self._val[2] += float(F.cross_entropy(logits, y, reduction="sum"))
+
+    def on_validation_epoch_end(self) -> None:
+        correct, seen, loss = (self.trainer.strategy.reduce(torch.tensor(float(v)),
+                                                            reduce_op="sum")
+                               for v in self._val)
+        top1 = float(correct / max(1.0, float(seen)))
+        genotype = self.net.genotype()
+        free = (parameter_free(genotype.normal), parameter_free(genotype.reduce))
+        self.log_dict({"val/top1": top1, "val/loss": float(loss / max(1.0, float(seen))),
+                       "search/param_free_normal": float(free[0]),
+                       "search/param_free_reduce": float(free[1])})
+        if self.trainer.sanity_checking:
+            return
+        normal, reduce = self.net.mixture_weights()
+        self.history.append({
+            "epoch": self.current_epoch + 1, "val_top1": top1,
+            "normal": genotype.normal, "reduce": genotype.reduce,
+            "param_free_normal": free[0], "param_free_reduce": free[1],
+            "weights_normal": normal.detach().cpu().tolist(),
+            "weights_reduce": reduce.detach().cpu().tolist()})
+        if self.trainer.is_global_zero:
+            write_history(self.history, self.net.ops, Path(self.trainer.default_root_dir))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["nas"] = {"format": CHECKPOINT_FORMAT, "darts": json.dumps(self.history)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = json.loads(checkpoint["nas"]["darts"])
+
+
+def write_history(history: list[dict], ops, run_dir: Path) -> None:
+    """alphas.csv (per epoch, cell kind and edge: the softmax weight of every op) and
+    genotypes.csv (per epoch: the derived cells and their parameter-free edge counts)."""
+    out = _io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["epoch", "cell", "edge", "node", "input", *ops])
+    for h in history:
+        for kind in ("normal", "reduce"):
+            for e, ((node, src), row) in enumerate(zip(edge_inputs(), h[f"weights_{kind}"])):
+                w.writerow([h["epoch"], kind, e, node, src, *(f"{v:.6f}" for v in row)])
+    write_text_atomic(run_dir / "alphas.csv", out.getvalue())
+    out = _io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["epoch", "val_top1", "param_free_normal", "param_free_reduce", "normal",
+                "reduce"])
+    for h in history:
+        w.writerow([h["epoch"], f"{h['val_top1']:.4f}", h["param_free_normal"],
+                    h["param_free_reduce"], genotype_text(h["normal"]),
+                    genotype_text(h["reduce"])])
+    write_text_atomic(run_dir / "genotypes.csv", out.getvalue())
+
+
+def check_resume(path: Path, net: CellSupernet) -> None:
+    """A last.ckpt to resume from must be a DARTS search of this configuration."""
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    state = ckpt.get("state_dict")
+    own = {f"net.{k}": v.shape for k, v in net.state_dict().items()}
+    if not isinstance(state, dict) or not isinstance(ckpt["nas"].get("darts"), str):
+        raise ConfigError(f"{path}: not a checkpoint of a DARTS search; delete it or choose "
+                          f"another run directory")
+    for key, shape in own.items():
+        got = getattr(state.get(key), "shape", None)
+        if got != shape:
+            raise ConfigError(f"{path}: {key} is {list(got) if got is not None else 'missing'}, "
+                              f"this search's network has {list(shape)}: the checkpoint is from "
+                              f"a search with other method settings")
+
+
+class Darts(Method):
+    """DARTS; the derived genotype in the evaluation network is the result."""
+
+    Config = DartsConfig
+    recipe = "darts_v2"  # DARTS's CIFAR evaluation recipe trains every derived cell network
+
+    def search(self, ctx: SearchContext) -> SearchResult | None:
+        return _search(self.cfg, ctx)
+
+
+def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
+    datamodule = make_datamodule(ctx.data)
+    datamodule.setup()
+    template = eval_template(cfg, num_classes=datamodule.num_classes,
+                             input_size=datamodule.input_size,
+                             in_channels=datamodule.in_channels)
+    if template.auxiliary and template.input_size != 32:
+        raise ConfigError(f"method.auxiliary: the CIFAR auxiliary head needs 32x32 inputs, the "
+                          f"data has {template.input_size}x{template.input_size}; set "
+                          f"method.auxiliary=false")
+    space = CellSearchSpace(parse_ops(cfg.ops), template)
+    pl.seed_everything(ctx.seed, workers=True, verbose=False)
+    net = CellSupernet(space, channels=cfg.channels, layers=cfg.layers,
+                       stem_multiplier=cfg.stem_multiplier)
+    module = DartsModule(net, cfg)
+    train, held = datamodule.search_dataloaders()
+    loaders = CombinedLoader({"weights": train, "arch": held}, mode="min_size")
+    run_dir = ctx.run_dir
+    resume = run_dir / "checkpoints" / "last.ckpt"
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0,
+                           save_last=True)
+    trainer = ctx.make_trainer(name="darts", callbacks=[last])
+    if resume.is_file():
+        check_resume(resume, net)
+    start = time.time()
+    trainer.fit(module, train_dataloaders=loaders, val_dataloaders=held,
+                ckpt_path=str(resume) if resume.is_file() else None)
+    seconds = time.time() - start
+    if not trainer.is_global_zero:
+        return None
+
+    exported = net.export(name="darts_searched")
+    genotype: GenotypeSpec = exported.spec.genotype
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_history(module.history, net.ops, run_dir)
+    plot_alphas(*net.mixture_weights(), net.ops, run_dir / "alphas.png")
+    plot_cells(genotype, run_dir / "cells.png", title=f"DARTS ({cfg.ops}, order {cfg.order})")
+    cost = count(exported.spec)
+    last_epoch = module.history[-1] if module.history else {}
+    metrics = {
+        "accuracy": last_epoch.get("val_top1"),
+        "search_val_top1": last_epoch.get("val_top1"),
+        "ops": list(net.ops), "order": cfg.order,
+        "genotype_normal": genotype_text(genotype.normal),
+        "genotype_reduce": genotype_text(genotype.reduce),
+        "param_free_normal": parameter_free(genotype.normal),
+        "param_free_reduce": parameter_free(genotype.reduce),
+        "params": cost.params, "macs": cost.macs,
+        "search_params": sum(p.numel() for p in net.weight_parameters()),
+        # Two optimizer steps per iteration: Lightning's global_step counts both.
+        "epochs": trainer.current_epoch, "iterations": trainer.global_step // 2,
+        "fit_seconds": round(seconds, 1),
+    }
+    artifacts = {name: run_dir / name for name in (
+        "alphas.csv", "genotypes.csv", "alphas.png", "cells.png", "checkpoints/last.ckpt")}
+    return SearchResult(arch=exported.spec, metrics=metrics, artifacts=artifacts)

@@ -1,0 +1,218 @@
+"""DARTS search (nas.methods.darts, nas.supernet.cells): derivation, the search network,
+first- and second-order architecture gradients, the MobileNeXt cell ops, and end to end."""
+
+import csv
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from nas.arch import io
+from nas.arch.builder import build
+from nas.arch.spec import GenotypeSpec
+from nas.arch.zoo.darts import darts
+from nas.config import ConfigError
+from nas.cost import count
+from nas.methods.darts import DartsConfig, parameter_free
+from nas.methods.darts_grad import exact_second_order, first_order, second_order
+from nas.supernet.base import Supernet
+from nas.supernet.cells import (DARTS_OPS, CellSearchSpace, CellSupernet, derive, edge_inputs,
+                                parse_ops)
+
+
+def _space(ops=DARTS_OPS, input_size=32):
+    return CellSearchSpace(ops, darts("darts_v2", input_size=input_size))
+
+
+def test_edges_follow_the_official_order():
+    assert edge_inputs()[:5] == [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
+    assert len(edge_inputs()) == 14 and edge_inputs()[-1] == (5, 4)
+
+
+def test_derivation_on_hand_made_weights():
+    ops = DARTS_OPS
+    k = {op: i for i, op in enumerate(ops)}
+    w = torch.full((14, len(ops)), 0.01)
+    # Node 2 (edges 0, 1): both inputs kept; `none` is ignored even when it is the largest.
+    w[0, k["none"]], w[0, k["sep_conv_3x3"]] = 0.9, 0.3
+    w[1, k["max_pool_3x3"]] = 0.5
+    # Node 3 (edges 2-4): inputs 2 and 0 are strongest, listed strongest first.
+    w[2, k["dil_conv_5x5"]], w[3, k["skip_connect"]], w[4, k["sep_conv_5x5"]] = 0.4, 0.1, 0.6
+    # Node 4 (edges 5-8), node 5 (edges 9-13): a tie keeps the earlier input and op.
+    w[5, k["avg_pool_3x3"]] = w[6, k["avg_pool_3x3"]] = 0.2
+    w[9, k["dil_conv_3x3"]] = w[9, k["sep_conv_3x3"]] = 0.7
+    w[13, k["skip_connect"]] = 0.8
+    assert derive(w, ops) == [
+        ("max_pool_3x3", 1), ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 2), ("dil_conv_5x5", 0),
+        ("avg_pool_3x3", 0), ("avg_pool_3x3", 1),
+        ("skip_connect", 4), ("sep_conv_3x3", 0)]
+
+
+def test_search_network_parameter_count_is_the_official_one():
+    """quark0/darts model_search.Network(16, 10, 8) logs 'param size = 1.930618MB' (the
+    architecture tensors are not parameters there)."""
+    net = CellSupernet(_space(), channels=16, layers=8)
+    assert sum(p.numel() for p in net.weight_parameters()) == 1_930_618
+    assert [tuple(a.shape) for a in net.arch_parameters()] == [(14, 8), (14, 8)]
+    assert float(net.alphas_normal.std()) < 5e-3  # initialised 1e-3 N(0, 1)
+    # Cell BNs have no affine parameters; only the stem's BN does, as officially.
+    affine = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.affine]
+    assert affine == [net.stem[1]]
+
+
+def test_the_search_network_implements_the_supernet_protocol():
+    net = CellSupernet(_space(input_size=16), channels=4, layers=3)
+    assert isinstance(net, Supernet)
+    exported = net.export(name="found")
+    assert exported.state_dict is None and exported.spec.name == "found"
+    assert exported.spec.genotype == net.genotype()
+    assert net.space.genotype(net.space.vector(net.genotype())) == net.genotype()
+    assert net.recalibrate([(torch.randn(4, 3, 16, 16), None)] * 2, steps=2) == 2
+    assert build(exported.spec)(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_parse_ops():
+    assert parse_ops("darts") == DARTS_OPS
+    assert parse_ops("darts+sandglass")[-1] == "sandglass"
+    assert parse_ops("none+sep_conv_3x3+inverted_residual") == \
+        ("none", "sep_conv_3x3", "inverted_residual")
+    for bad, match in (("darts+sandglas", "unknown operation 'sandglas'"),
+                       ("darts+skip_connect", "given twice"), ("none", "besides none")):
+        with pytest.raises(ValueError, match=match):
+            parse_ops(bad)
+    with pytest.raises(ConfigError, match="ops: unknown operation"):
+        DartsConfig(ops="darts+sg")
+    with pytest.raises(ConfigError, match="order"):
+        DartsConfig(order=3)
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    template = darts("darts_v2", input_size=8)
+    net = CellSupernet(CellSearchSpace(DARTS_OPS, template), channels=4, layers=3).double()
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_(0, 0.5)
+    batch = lambda: (torch.randn(6, 3, 8, 8).double(), torch.randint(0, 10, (6,)))  # noqa: E731
+    return net, batch(), batch()
+
+
+def test_first_order_is_the_validation_gradient():
+    net, _, (x, y) = _tiny()
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    expected = torch.autograd.grad(loss, net.arch_parameters())
+    for a, b in zip(first_order(net, net.arch_parameters(), x, y), expected):
+        torch.testing.assert_close(a, b)
+
+
+def test_second_order_matches_autograd_through_the_unrolled_step():
+    """The finite-difference Hessian-vector product against the exact gradient of
+    L_val(w - xi (mu m + grad L_train + wd w), a) by double backward, momentum included."""
+    net, train, val = _tiny()
+    named = net.named_weight_parameters()
+    buffers = {id(w): 0.1 * torch.randn_like(w) for _, w in named}
+    kw = dict(lr=0.1, momentum=0.9, weight_decay=3e-4, momentum_buffer=lambda w: buffers[id(w)])
+    exact = exact_second_order(net, named, net.arch_parameters(), train, val, **kw)
+    approx = second_order(net, named, net.arch_parameters(), train, val, **kw, hvp_eps=1e-5)
+    first = first_order(net, net.arch_parameters(), *val)
+    for e, a, f in zip(exact, approx, first):
+        assert float((a - e).norm() / e.norm()) < 1e-6
+        assert float((f - e).norm() / e.norm()) > 0.1  # the second-order term matters here
+    # The virtual steps leave the network's BN statistics as they were.
+    before = {k: b.clone() for k, b in net.named_buffers()}
+    second_order(net, named, net.arch_parameters(), train, val, **kw)
+    assert all(torch.equal(before[k], b) for k, b in net.named_buffers())
+
+
+@pytest.mark.parametrize("op, per_c", [
+    # dw 3x3 + BN, 1x1 c->h + BN, 1x1 h->c + BN, dw 3x3 + BN; h = ceil(c / 6)
+    ("sandglass", lambda c, h: 9 * c + 2 * c + c * h + 2 * h + h * c + 2 * c + 9 * c + 2 * c),
+    # 1x1 c->6c + BN, dw 3x3 + BN, 1x1 6c->c + BN
+    ("inverted_residual", lambda c, h: c * 6 * c + 12 * c + 9 * 6 * c + 12 * c + 6 * c * c + 2 * c),
+])
+@pytest.mark.parametrize("c", [6, 16, 36])
+def test_mobilenext_cell_ops_have_exact_params(op, per_c, c):
+    from nas.ops.darts import make_op
+
+    h = -(-c // 6)
+    for stride in (1, 2):
+        module = make_op(op, c, stride, torch.nn.BatchNorm2d)
+        assert sum(p.numel() for p in module.parameters()) == per_c(c, h)
+        x = torch.randn(2, c, 8, 8)
+        assert module(x).shape == (2, c, 8 // stride, 8 // stride)
+
+
+def test_cell_networks_with_mobilenext_ops_count_exactly():
+    """The cost model (params, MACs) agrees with the built network for both new ops."""
+    from nas.cost.measured import measure
+
+    base = darts("darts_v2", init_channels=8, layers=5)
+    g = base.genotype
+    swap = lambda edges, new: [(new if i % 3 == 0 else op, src)  # noqa: E731
+                               for i, (op, src) in enumerate(edges)]
+    for new in ("sandglass", "inverted_residual"):
+        spec = dataclasses.replace(base, genotype=GenotypeSpec(
+            normal=swap(g.normal, new), normal_concat=[2, 3, 4, 5],
+            reduce=swap(g.reduce, new), reduce_concat=[2, 3, 4, 5]))
+        assert io.loads(io.dumps(spec)) == spec
+        model = build(spec).eval()
+        params = sum(p.numel() for k, p in model.named_parameters() if "auxiliary" not in k)
+        cost, measured = count(spec), measure(model, spec.input_size)
+        assert cost.params == params
+        assert abs(cost.macs - measured.macs) <= 1e-3 * measured.macs
+
+
+def test_parameter_free_count():
+    assert parameter_free(darts("darts_v2").genotype.normal) == 2
+    assert parameter_free(darts("darts_v2").genotype.reduce) == 8
+
+
+def _read(run):
+    return ((run / "genotypes.csv").read_text(), (run / "alphas.csv").read_text(),
+            json.loads((run / "result.json").read_text()))
+
+
+def test_darts_smoke_end_to_end_and_deterministic(smoke_search, run_entry, tmp_path):
+    """`method=darts budget=smoke` writes every output; a second run with the same seed
+    derives the same genotypes and the same mixture weights; its arch.yaml trains."""
+    tmp, r = smoke_search("darts")
+    run = tmp / "run"
+    for name in ("arch.yaml", "result.json", "alphas.csv", "genotypes.csv", "alphas.png",
+                 "cells.png"):
+        assert (run / name).is_file(), name
+    genotypes, alphas, result = _read(run)
+    rows = list(csv.DictReader(genotypes.splitlines()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert result["param_free_normal"] == int(rows[-1]["param_free_normal"])
+    assert result["recipe"] == "darts_v2" and result["order"] == 1
+    spec = io.load(run / "arch.yaml")
+    assert spec.family == "cell" and result["params"] == count(spec).params
+    assert len(alphas.splitlines()) == 1 + 2 * 2 * 14
+
+    again = run_entry("nas.search", tmp_path, "method=darts", "budget=smoke")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _read(tmp_path / "run")[:2] == (genotypes, alphas)
+
+    trained = run_entry("nas.train", tmp_path, "arch=file", f"arch.path={run / 'arch.yaml'}",
+                        "budget=smoke", run_dir="train")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (tmp_path / "train" / "metrics.json").is_file()
+
+
+def test_darts_second_order_with_sandglass(run_entry, tmp_path):
+    r = run_entry("nas.search", tmp_path, "method=darts", "budget=smoke", "method.order=2",
+                  "method.ops=darts+sandglass")
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["order"] == 2 and result["ops"][-1] == "sandglass"
+    header = (tmp_path / "run" / "alphas.csv").read_text().splitlines()[0]
+    assert header.endswith(",dil_conv_5x5,sandglass")
+
+
+def test_bad_ops_is_one_line(run_entry, tmp_path):
+    r = run_entry("nas.search", tmp_path, "method=darts", "budget=smoke",
+                  "method.ops=darts+sandglas")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: method.ops: unknown operation")
