@@ -303,6 +303,7 @@ def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
     plot_cells(genotype, run_dir / "cells.png", title=f"DARTS ({cfg.ops}, order {cfg.order})")
     cost = count(exported.spec)
     last_epoch = module.history[-1] if module.history else {}
+    normal, reduce = (w.detach() for w in net.mixture_weights())
     metrics = {
         "accuracy": last_epoch.get("val_top1"),
         "search_val_top1": last_epoch.get("val_top1"),
@@ -311,6 +312,11 @@ def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
         "genotype_reduce": genotype_text(genotype.reduce),
         "param_free_normal": parameter_free(genotype.normal),
         "param_free_reduce": parameter_free(genotype.reduce),
+        # How far the mixtures left uniform (1 / |ops|): the mean over edges of the largest
+        # softmax weight, per cell kind.
+        "uniform_weight": round(1 / len(net.ops), 4),
+        "mean_max_weight_normal": round(float(normal.max(dim=1).values.mean()), 4),
+        "mean_max_weight_reduce": round(float(reduce.max(dim=1).values.mean()), 4),
         "params": cost.params, "macs": cost.macs,
         "search_params": sum(p.numel() for p in net.weight_parameters()),
         # Two optimizer steps per iteration: Lightning's global_step counts both.
