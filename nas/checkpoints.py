@@ -90,3 +90,13 @@ def load_model(path: str | Path) -> tuple[nn.Module, ArchSpec]:
         raise CheckpointError(f"{path}: weights do not fit the stored architecture "
                               f"({str(e).splitlines()[0][:160]})") from None
     return model.eval(), spec
+
+
+def last_checkpoint(dirpath: Path):
+    """A callback that writes `dirpath/last.ckpt` at the end of every epoch, the file a
+    search resumes from. (`save_top_k=0, save_last=True` would not do: Lightning then writes
+    last.ckpt only when fit ends, leaving a killed search nothing to resume.)"""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, monitor=None,
+                           enable_version_counter=False)

@@ -4,6 +4,7 @@ first- and second-order architecture gradients, the MobileNeXt cell ops, and end
 import csv
 import dataclasses
 import json
+import shlex
 
 import pytest
 import torch
@@ -195,10 +196,15 @@ def test_darts_smoke_end_to_end_and_deterministic(smoke_search, run_entry, tmp_p
     assert again.returncode == 0, again.stderr[-3000:]
     assert _read(tmp_path / "run")[:2] == (genotypes, alphas)
 
-    trained = run_entry("nas.train", tmp_path, "arch=file", f"arch.path={run / 'arch.yaml'}",
-                        "budget=smoke", run_dir="train")
+    # The printed command trains it at the search's 16x16 input, with DARTS's recipe.
+    args = shlex.split(result["train_command"])[3:]  # after "python -m nas.train"
+    assert "data.input_size=16" in args
+    trained = run_entry("nas.train", tmp_path, *args, "budget=smoke", "export_onnx=false",
+                        run_dir="train")
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert (tmp_path / "train" / "metrics.json").is_file()
+    assert "training with recipe=smoke/darts_v2" not in trained.stdout  # no smoke recipe
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert metrics["arch"] == "darts_searched" and metrics["macs"] == result["macs"]
 
 
 def test_darts_second_order_with_sandglass(run_entry, tmp_path):

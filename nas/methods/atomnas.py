@@ -22,13 +22,13 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from nas.arch import io
 from nas.arch.builder import build
 from nas.arch.spec import INIT_SCHEMES, ChainSpec
 from nas.arch.zoo.atomnas import KERNELS, atomnas_supernet
-from nas.checkpoints import CheckpointError, checkpoint_spec, module_state, read_checkpoint
+from nas.checkpoints import (CheckpointError, checkpoint_spec, last_checkpoint, module_state,
+                             read_checkpoint)
 from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
@@ -348,7 +348,7 @@ def _search(cfg: AtomNASConfig, ctx: SearchContext) -> SearchResult | None:
     run_dir = ctx.run_dir
     ckpt_dir = run_dir / "checkpoints"
     resume = ckpt_dir / "last.ckpt"
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True)
+    last = last_checkpoint(ckpt_dir)
     # Shrinking replaces parameters, which a DDP wrapper registered at setup; the official
     # code re-wraps the model after each shrink, not done here yet.
     trainer = ctx.make_trainer(name="atomnas", callbacks=[last],

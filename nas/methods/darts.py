@@ -22,12 +22,11 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import CombinedLoader
 
 from nas.arch.spec import CellSpec, GenotypeSpec
 from nas.arch.zoo.darts import darts as darts_spec
-from nas.checkpoints import CheckpointError, read_checkpoint
+from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
 from nas.classifier import CHECKPOINT_FORMAT
 from nas.config import ConfigError, require
 from nas.cost import count
@@ -283,8 +282,7 @@ def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
     loaders = CombinedLoader({"weights": train, "arch": held}, mode="min_size")
     run_dir = ctx.run_dir
     resume = run_dir / "checkpoints" / "last.ckpt"
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=0,
-                           save_last=True)
+    last = last_checkpoint(run_dir / "checkpoints")
     trainer = ctx.make_trainer(name="darts", callbacks=[last])
     if resume.is_file():
         check_resume(resume, net)

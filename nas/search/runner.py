@@ -45,6 +45,10 @@ def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
     root = getattr(data, "root", None)
     if root and data_choice not in ("embedded", "digits"):
         args.append(f"data.root={root}")
+    # A search at another input size (DARTS's demo: 16x16) trains its result at that size.
+    size = {f.name: f.default for f in dataclasses.fields(data)}.get("input_size")
+    if size is not None and getattr(data, "input_size", size) != size:
+        args.append(f"data.input_size={data.input_size}")
     return " ".join(shlex.quote(a) for a in args)
 
 
