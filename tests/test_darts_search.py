@@ -267,3 +267,49 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, mon
     keep = ("genotype_normal", "genotype_reduce", "search_val_top1", "iterations",
             "mean_max_weight_normal")
     assert {k: resumed.metrics[k] for k in keep} == {k: straight.metrics[k] for k in keep}
+
+
+def _script(name, *args, cwd):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_bench_darts_times_both_orders(tmp_path):
+    """scripts/bench_darts.py on a tiny network (NNI needs its own virtualenv: skipped)."""
+    out = tmp_path / "bench.json"
+    r = _script("bench_darts.py", "--batches", "2", "--channels", "2", "--layers", "3",
+                "--size", "8", "--iterations", "2", "--repeats", "1", "--threads", "1",
+                "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"nas order 1 batch 2", "nas order 2 batch 2"}
+    for s in results.values():
+        assert s["ms_median"] > 0 and s["peak_rss_mb_median"] > 0 and len(s["runs"]) == 1
+    assert "second order" in r.stdout
+    bad = _script("bench_darts.py", "--nni-python", str(tmp_path / "none"), cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --nni-python")
+
+
+@pytest.mark.slow
+def test_mobilenext_comparison_script_at_smoke_scale(tmp_path):
+    """scripts/darts_mobilenext.py: three searches, three trainings, one table; a second
+    call reuses every finished step."""
+    out = tmp_path / "mn"
+    args = ["--out", str(out), "--budget", "smoke", "--", "logger=none",
+            "trainer.enable_progress_bar=false"]
+    r = _script("darts_mobilenext.py", *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader((out / "table.csv").read_text().splitlines()))
+    assert [row["ops"] for row in rows] == ["darts", "darts+sandglass",
+                                            "darts+inverted_residual"]
+    assert all(int(row["params"]) > 0 and 0 <= float(row["test_top1"]) <= 1 for row in rows)
+    assert "| darts+sandglass |" in (out / "table.md").read_text()
+    again = _script("darts_mobilenext.py", *args, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("reusing") == 6

@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -107,6 +107,44 @@ def genotype_text(edges) -> str:
     return " ".join(f"{op}({src})" for op, src in edges)
 
 
+def architecture_gradient(net: CellSupernet, cfg: DartsConfig, w_opt, train, val
+                          ) -> list[torch.Tensor]:
+    """The gradient of the architecture tensors for one iteration (first or second order,
+    cfg.order); `w_opt` is the weight optimizer (its lr and momentum buffers)."""
+    alphas = net.arch_parameters()
+    if cfg.order == 1:
+        return first_order(net, alphas, *val)
+    opt = getattr(w_opt, "optimizer", w_opt)  # Lightning wraps it
+    return second_order(
+        net, net.named_weight_parameters(), alphas, train, val,
+        lr=opt.param_groups[0]["lr"], momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay, hvp_eps=cfg.hvp_eps,
+        momentum_buffer=lambda w: opt.state.get(w, {}).get("momentum_buffer"))
+
+
+def search_iteration(net: CellSupernet, cfg: DartsConfig, w_opt, a_opt, train, val, *,
+                     backward: Callable = torch.Tensor.backward,
+                     reduce: Callable = lambda g: g) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DARTS iteration: an architecture step on the batch `val`, then a weight step on
+    the batch `train` (gradient norm clipped). `backward` and `reduce` (the architecture
+    gradient over processes) are Lightning's under DDP. Returns the weight step's loss and
+    logits."""
+    for p, g in zip(net.arch_parameters(), architecture_gradient(net, cfg, w_opt, train, val)):
+        p.grad = reduce(g)
+    a_opt.step()
+    a_opt.zero_grad(set_to_none=True)
+    x, y = train
+    logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    w_opt.zero_grad(set_to_none=True)
+    backward(loss)
+    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
+    w_opt.step()
+    for p in net.arch_parameters():  # the weight step's share of their gradient
+        p.grad = None
+    return loss, logits
+
+
 class DartsModule(pl.LightningModule):
     """Bilevel DARTS training with manual optimization (an architecture step, then a weight
     step, per iteration); keeps the per-epoch history that alphas.csv and genotypes.csv
@@ -133,38 +171,16 @@ class DartsModule(pl.LightningModule):
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, epochs, eta_min=cfg.lr_min)
         return [weights, arch], [{"scheduler": cosine, "interval": "epoch"}]
 
-    def _arch_gradient(self, train, val, w_opt) -> list[torch.Tensor]:
-        alphas = self.net.arch_parameters()
-        if self.cfg.order == 1:
-            return first_order(self.net, alphas, *val)
-        state = w_opt.state
-        return second_order(
-            self.net, self.net.named_weight_parameters(), alphas, train, val,
-            lr=w_opt.param_groups[0]["lr"], momentum=self.cfg.momentum,
-            weight_decay=self.cfg.weight_decay, hvp_eps=self.cfg.hvp_eps,
-            momentum_buffer=lambda w: state.get(w, {}).get("momentum_buffer"))
-
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        (x, y), (xa, ya) = batch["weights"], batch["arch"]
+        x, y = batch["weights"]
         w_opt, a_opt = self.optimizers()
-        # Architecture step on an architecture batch (averaged over DDP ranks).
-        grads = self._arch_gradient((x, y), (xa, ya), w_opt.optimizer)
-        for p, g in zip(self.net.arch_parameters(), grads):
-            p.grad = self.trainer.strategy.reduce(g, reduce_op="mean")
-        a_opt.step()
-        a_opt.zero_grad(set_to_none=True)
-        # Weight step on a training batch.
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
+        loss, logits = search_iteration(
+            self.net, self.cfg, w_opt, a_opt, batch["weights"], batch["arch"],
+            backward=self.manual_backward,
+            reduce=lambda g: self.trainer.strategy.reduce(g, reduce_op="mean"))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite DARTS training loss {float(loss)} at step "
                                      f"{self.global_step}; lower method.lr")
-        w_opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.grad_clip)
-        w_opt.step()
-        for p in self.net.arch_parameters():  # the weight step's share of their gradient
-            p.grad = None
         top1 = (logits.argmax(1) == y).float().mean()
         self.log_dict({"train/loss": loss.detach(), "train/top1": top1,
                        "train/lr": w_opt.param_groups[0]["lr"]},
