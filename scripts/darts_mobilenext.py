@@ -19,6 +19,7 @@ import argparse
 import csv
 import io
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -74,10 +75,12 @@ def main(argv=None) -> int:
              f"method.ops={ops}", f"method.order={args.order}", f"seed={args.seed}",
              *args.extra, f"hydra.run.dir={search}"], search / "result.json")
         train = step_dir(out, "train", ops)
-        run([sys.executable, "-m", "nas.train", "arch=file", f"arch.path={search / 'arch.yaml'}",
-             f"budget={args.train_budget}", f"seed={args.seed}", *args.extra,
-             f"hydra.run.dir={train}"], train / "metrics.json")
         found = json.loads((search / "result.json").read_text())
+        # The command the search printed (its data and input size), at the training budget.
+        printed = shlex.split(found["train_command"])[3:]  # after "python -m nas.train"
+        run([sys.executable, "-m", "nas.train", *printed, f"budget={args.train_budget}",
+             f"seed={args.seed}", *args.extra, f"hydra.run.dir={train}"],
+            train / "metrics.json")
         trained = json.loads((train / "metrics.json").read_text())
         rows.append({
             "ops": ops, "params": trained["params"], "macs": trained["macs"],

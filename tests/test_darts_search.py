@@ -222,6 +222,9 @@ def test_bad_ops_is_one_line(run_entry, tmp_path):
                   "method.ops=darts+sandglas")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: method.ops: unknown operation")
+    r = run_entry("nas.search", tmp_path, "method=darts", "budget=smoke", "data.input_size=18",
+                  run_dir="odd")
+    assert r.returncode == 2 and "expected a multiple of 4, got 18" in r.stderr
 
 
 def _context(run_dir):
@@ -313,3 +316,15 @@ def test_mobilenext_comparison_script_at_smoke_scale(tmp_path):
     assert "| darts+sandglass |" in (out / "table.md").read_text()
     again = _script("darts_mobilenext.py", *args, cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("reusing") == 6
+
+
+@pytest.mark.slow
+def test_darts_runs_under_cpu_ddp(run_entry, tmp_path):
+    """Two processes (gloo): the architecture gradient is averaged over the ranks, the
+    history and result are written once, by rank zero."""
+    r = run_entry("nas.search", tmp_path, "method=darts", "budget=smoke", "trainer=ddp",
+                  "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["epochs"] == 2
+    assert len((tmp_path / "run" / "genotypes.csv").read_text().splitlines()) == 3

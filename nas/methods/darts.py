@@ -184,7 +184,7 @@ class DartsModule(pl.LightningModule):
         top1 = (logits.argmax(1) == y).float().mean()
         self.log_dict({"train/loss": loss.detach(), "train/top1": top1,
                        "train/lr": w_opt.param_groups[0]["lr"]},
-                      on_step=False, on_epoch=True, batch_size=len(y))
+                      on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()
@@ -285,6 +285,10 @@ def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
     template = eval_template(cfg, num_classes=datamodule.num_classes,
                              input_size=datamodule.input_size,
                              in_channels=datamodule.in_channels)
+    if template.input_size % 4:
+        raise ConfigError(f"data.input_size: DARTS cells halve the resolution twice with "
+                          f"FactorizedReduce, which needs even sizes: expected a multiple of "
+                          f"4, got {template.input_size}")
     if template.auxiliary and template.input_size != 32:
         raise ConfigError(f"method.auxiliary: the CIFAR auxiliary head needs 32x32 inputs, the "
                           f"data has {template.input_size}x{template.input_size}; set "
