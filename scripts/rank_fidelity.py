@@ -173,32 +173,32 @@ def choice_ladders(space) -> list[list[int]]:
     return ladders
 
 
-def sample_vectors(space, n: int, seed: int, spread: bool = False,
+def sample_vectors(space, n: int, seed: int, ladder: bool = False,
                    window: int = 2) -> list[list[int]]:
     """n distinct decision vectors from a seeded generator: uniformly drawn, or with
-    `spread` a ladder from the cheapest networks of the space to the dearest.
+    `ladder` a ladder from the cheapest networks of the space to the dearest.
 
     Uniform draws concentrate around the middle of the cost range (a sum of 14 layers), so
     their accuracies differ little. On the ladder, network k of n takes in every layer the
     choice whose rank by cost is k/(n-1) of the way up, moved by a uniform draw of at most
     `window` ranks: the cost grows along the ladder and the layers still vary."""
     g = torch.Generator().manual_seed(seed)
-    ladders = choice_ladders(space) if spread else []
+    ladders = choice_ladders(space) if ladder else []
     out: list[list[int]] = []
     tries = 0
     while len(out) < n:
         tries += 1
         if tries > 1000 * n:
             raise ValueError(f"could not draw {n} distinct architectures from the space")
-        if not spread:
+        if not ladder:
             v = space.sample(g)
         else:
             k = len(out)
             v = []
-            for ladder in ladders:
-                top = len(ladder) - 1
+            for order in ladders:  # one layer's choices, cheapest first
+                top = len(order) - 1
                 shift = int(torch.randint(-window, window + 1, (1,), generator=g))
-                v.append(ladder[min(top, max(0, round(k * top / (n - 1)) + shift))])
+                v.append(order[min(top, max(0, round(k * top / (n - 1)) + shift))])
         if v not in out:
             out.append(v)
     return out

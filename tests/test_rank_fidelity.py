@@ -112,7 +112,7 @@ def test_ladder_sampling_spans_the_cost_range():
     ladders = script.choice_ladders(space)
     assert all(sorted(l) == list(range(12)) for l in ladders)
     assert ladders[0][0] == 0 and ladders[0][-1] == 11   # k3 e3 cheapest, k7 e6 SE dearest
-    picked = script.sample_vectors(space, 6, seed=3, spread=True)
+    picked = script.sample_vectors(space, 6, seed=3, ladder=True)
     macs = [count(space.to_spec(v)).macs for v in picked]
     assert len({tuple(v) for v in picked}) == 6
     assert macs[0] < macs[2] < macs[5] and len(set(picked[0])) > 1
