@@ -8,8 +8,9 @@ data, seed and budget: `python -m nas.search method=darts method.ops=...`), trai
 three derived networks with the printed train command (`python -m nas.train arch=file
 ...`, DARTS's evaluation recipe at that budget), and writes a table of params, MACs and
 accuracy (`table.md`, `table.csv`) beside the paper's figures. Each step runs in its own
-directory under --out; a finished step found there is reused, not rerun, so an
-interrupted comparison continues where it stopped. Extra arguments after `--` go to every
+directory under --out; a finished step found there is reused, not rerun, and an
+interrupted search continues from its last epoch (`resume_dir=`), so a stopped comparison
+goes on where it stopped. Extra arguments after `--` go to every
 search and training (e.g. `-- data=cifar10 data.root=/data/cifar`).
 """
 
@@ -71,9 +72,15 @@ def main(argv=None) -> int:
     rows = []
     for ops in OPS:
         search = step_dir(out, "search", ops)
-        run([sys.executable, "-m", "nas.search", "method=darts", f"budget={args.budget}",
-             f"method.ops={ops}", f"method.order={args.order}", f"seed={args.seed}",
-             *args.extra, f"hydra.run.dir={search}"], search / "result.json")
+        if (search / ".hydra" / "config.yaml").is_file():
+            # An interrupted search continues in place from its last epoch.
+            command = ["nas.search", f"resume_dir={search}",
+                       f"hydra.run.dir={step_dir(out, 'resume', ops)}"]
+        else:
+            command = ["nas.search", "method=darts", f"budget={args.budget}",
+                       f"method.ops={ops}", f"method.order={args.order}", f"seed={args.seed}",
+                       *args.extra, f"hydra.run.dir={search}"]
+        run([sys.executable, "-m", *command], search / "result.json")
         train = step_dir(out, "train", ops)
         found = json.loads((search / "result.json").read_text())
         # The command the search printed (its data and input size), at the training budget.
