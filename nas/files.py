@@ -39,6 +39,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda f: f.write(text))
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on a server, imported only
+    where a figure is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a matplotlib figure through a temp file beside `path` (a reader never sees a half
     written image), then close it."""

@@ -33,7 +33,7 @@ def worker(args) -> None:
     import torch
 
     from nas.arch.zoo.darts import darts
-    from nas.methods.darts import DartsConfig, search_iteration
+    from nas.methods.darts import DartsConfig, make_optimizers, search_iteration
     from nas.supernet.cells import DARTS_OPS, CellSearchSpace, CellSupernet
 
     torch.set_num_threads(args.threads)
@@ -43,10 +43,7 @@ def worker(args) -> None:
                        channels=cfg.channels, layers=cfg.layers)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    w_opt = torch.optim.SGD(net.weight_parameters(), cfg.lr, momentum=cfg.momentum,
-                            weight_decay=cfg.weight_decay)
-    a_opt = torch.optim.Adam(net.arch_parameters(), cfg.arch_lr, betas=tuple(cfg.arch_betas),
-                             weight_decay=cfg.arch_weight_decay)
+    w_opt, a_opt = make_optimizers(net, cfg)
 
     def batch():
         x = torch.randn(args.batch, 3, args.size, args.size)

@@ -58,11 +58,9 @@ def summary(rows: list[dict]) -> dict:
 
 
 def plot(groups: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from nas.files import pyplot, save_figure
 
-    from nas.files import save_figure
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     everything = [r["params"] / 1e3 for rows in groups.values() for r in rows]

@@ -1,14 +1,15 @@
-"""Shapes along a chain spec: each block's input channels and input resolution.
+"""Shapes along a spec: each chain block's input channels and input resolution, each DARTS
+cell's widths, and the widths inside the cell ops.
 
-One walker shared by validation, the builder and the cost model, so the three agree on
-how channels and strides propagate.
+One walker per family, shared by validation, the builders and the cost model, so they agree
+on how channels and strides propagate.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from nas.arch.spec import ChainSpec, InvertedResidualSpec
+from nas.arch.spec import CellSpec, ChainSpec, InvertedResidualSpec
 
 
 def conv_out(size: int, stride: int) -> int:
@@ -40,6 +41,26 @@ def last_channels(spec: ChainSpec) -> int:
 def reduction_layers(layers: int) -> tuple[int, int]:
     """DARTS places its two reduction cells at layers // 3 and 2 * layers // 3."""
     return layers // 3, 2 * layers // 3
+
+
+def cell_plan(spec: CellSpec) -> Iterator[tuple[int, int, int, int, bool, bool, int]]:
+    """Per cell of a DARTS network, (index, c_pp, c_p, c, reduction, reduction_prev, c_out):
+    the widths of its two inputs, its own width (doubled at each reduction) and its output
+    (c x the concatenated nodes). One walker for the evaluation network, the search network
+    and the cost model."""
+    reductions = reduction_layers(spec.layers)
+    c_stem = spec.stem_multiplier * spec.init_channels
+    c_pp, c_p, c = c_stem, c_stem, spec.init_channels
+    reduction_prev = False
+    for i in range(spec.layers):
+        reduction = i in reductions
+        if reduction:
+            c *= 2
+        concat = spec.genotype.reduce_concat if reduction else spec.genotype.normal_concat
+        c_out = len(concat) * c
+        yield i, c_pp, c_p, c, reduction, reduction_prev, c_out
+        reduction_prev = reduction
+        c_pp, c_p = c_p, c_out
 
 
 # Width ratio of the two MobileNeXt cell ops. The paper gives neither; each is its own paper's

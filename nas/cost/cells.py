@@ -9,7 +9,8 @@ Pooling and identity edges cost nothing here (no params; pooling MACs are not co
 
 from __future__ import annotations
 
-from nas.arch.shapes import conv_out, ir_op_hidden, reduction_layers, sandglass_hidden
+from nas.arch.shapes import (cell_plan, conv_out, ir_op_hidden, reduction_layers,
+                              sandglass_hidden)
 from nas.arch.spec import CellSpec
 from nas.cost.analytic import Cost, _Tally
 
@@ -48,23 +49,6 @@ def _edge(t: _Tally, op: str, c: int, stride: int, hw: int) -> None:
         _factorized_reduce(t, c, c, hw_out)
 
 
-def _plan(spec: CellSpec):
-    """Yield (c_pp, c_p, c, reduction, reduction_prev, c_out) per cell, as CellNet wires them."""
-    reductions = reduction_layers(spec.layers)
-    c_stem = spec.stem_multiplier * spec.init_channels
-    c_pp, c_p, c = c_stem, c_stem, spec.init_channels
-    reduction_prev = False
-    for i in range(spec.layers):
-        reduction = i in reductions
-        if reduction:
-            c *= 2
-        concat = spec.genotype.reduce_concat if reduction else spec.genotype.normal_concat
-        c_out = len(concat) * c
-        yield i, c_pp, c_p, c, reduction, reduction_prev, c_out
-        reduction_prev = reduction
-        c_pp, c_p = c_p, c_out
-
-
 def cell_cost(spec: CellSpec, size: int | None = None) -> Cost:
     """Params (all / without BN) and batch-1 conv+linear MACs at `size` (default input_size)."""
     t = _Tally()
@@ -72,7 +56,7 @@ def cell_cost(spec: CellSpec, size: int | None = None) -> Cost:
     c_stem = spec.stem_multiplier * spec.init_channels
     t.conv(spec.in_channels, c_stem, 3, hw)
     c_last = c_stem
-    for _, c_pp, c_p, c, reduction, reduction_prev, c_out in _plan(spec):
+    for _, c_pp, c_p, c, reduction, reduction_prev, c_out in cell_plan(spec):
         # hw is the resolution of s1; s0 is twice that right after a reduction.
         if reduction_prev:
             _factorized_reduce(t, c_pp, c, hw)
@@ -98,7 +82,7 @@ def auxiliary_params(spec: CellSpec) -> int:
     if not spec.auxiliary:
         return 0
     aux_at = reduction_layers(spec.layers)[1]
-    c_aux = next(c_out for i, *_, c_out in _plan(spec) if i == aux_at)
+    c_aux = next(c_out for i, *_, c_out in cell_plan(spec) if i == aux_at)
     t = _Tally()
     t.conv(c_aux, 128, 1, 1)
     t.conv(128, 768, 2, 1)

@@ -35,7 +35,7 @@ from nas.cost import count
 from nas.cost.memory import check_fits
 from nas.data import make_datamodule
 from nas.ema import tf_ema_decay
-from nas.files import save_figure, write_atomic, write_text_atomic
+from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.optim import OptimConfig
 from nas.supernet.atoms import (PENALTY_MODES, atom_groups, dead_atoms, dead_macs,
@@ -278,10 +278,7 @@ def _write_flops(history: list[dict], path_csv: Path, path_png: Path) -> None:
     w.writerows(history)
     write_text_atomic(path_csv, buf.getvalue())
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.plot([h["epoch"] for h in history], [h["macs"] / 1e6 for h in history], marker="o", ms=3)
@@ -297,10 +294,7 @@ def _write_flops(history: list[dict], path_csv: Path, path_png: Path) -> None:
 
 def _write_atoms(supernet: ChainSpec, final: ChainSpec, path: Path) -> None:
     """Per searchable block, the share of its kernel 3/5/7 atoms kept (paper Fig. 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [i for i, b in enumerate(supernet.blocks) if getattr(b, "expand", False)]
     fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * len(rows)), 4.0))

@@ -107,6 +107,17 @@ def genotype_text(edges) -> str:
     return " ".join(f"{op}({src})" for op, src in edges)
 
 
+def make_optimizers(net: CellSupernet, cfg: DartsConfig
+                    ) -> tuple[torch.optim.SGD, torch.optim.Adam]:
+    """The weight optimizer (SGD with momentum and L2) and the architecture optimizer (Adam
+    with L2, as officially)."""
+    weights = torch.optim.SGD(net.weight_parameters(), cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+    arch = torch.optim.Adam(net.arch_parameters(), cfg.arch_lr, betas=tuple(cfg.arch_betas),
+                            weight_decay=cfg.arch_weight_decay)
+    return weights, arch
+
+
 def architecture_gradient(net: CellSupernet, cfg: DartsConfig, w_opt, train, val
                           ) -> list[torch.Tensor]:
     """The gradient of the architecture tensors for one iteration (first or second order,
@@ -162,13 +173,10 @@ class DartsModule(pl.LightningModule):
         return self.net(x)
 
     def configure_optimizers(self):
-        cfg = self.cfg
-        weights = torch.optim.SGD(self.net.weight_parameters(), cfg.lr, momentum=cfg.momentum,
-                                  weight_decay=cfg.weight_decay)
-        arch = torch.optim.Adam(self.net.arch_parameters(), cfg.arch_lr,
-                                betas=tuple(cfg.arch_betas), weight_decay=cfg.arch_weight_decay)
+        weights, arch = make_optimizers(self.net, self.cfg)
         epochs = max(1, self.trainer.max_epochs or 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, epochs, eta_min=cfg.lr_min)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, epochs,
+                                                            eta_min=self.cfg.lr_min)
         return [weights, arch], [{"scheduler": cosine, "interval": "epoch"}]
 
     def training_step(self, batch: Any, batch_idx: int) -> None:

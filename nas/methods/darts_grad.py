@@ -63,6 +63,24 @@ def virtual_weights(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tenso
     return out
 
 
+def _unrolled(net: nn.Module, named_weights: Sequence[tuple[str, torch.Tensor]],
+              train: tuple[torch.Tensor, torch.Tensor], momentum_buffer, *, lr: float,
+              momentum: float, weight_decay: float, create_graph: bool):
+    """(the functional loss, the weights, the virtual weights w') shared by both second-order
+    gradients; with `create_graph` w' stays a function of the alphas (for double backward),
+    otherwise it is a fresh leaf that requires grad."""
+    f = _Functional(net, [k for k, _ in named_weights])
+    weights = [w for _, w in named_weights]
+    g_train = _grads(f.loss(weights, *train), weights, create_graph=create_graph)
+    with torch.set_grad_enabled(create_graph):
+        virtual = virtual_weights([w.detach() for w in weights], g_train,
+                                  [momentum_buffer(w) for w in weights], lr=lr,
+                                  momentum=momentum, weight_decay=weight_decay)
+    if not create_graph:
+        virtual = [v.requires_grad_() for v in virtual]
+    return f, weights, virtual
+
+
 def second_order(net: nn.Module, named_weights: Sequence[tuple[str, torch.Tensor]],
                  alphas: Sequence[torch.Tensor], train: tuple[torch.Tensor, torch.Tensor],
                  val: tuple[torch.Tensor, torch.Tensor], *, lr: float, momentum: float,
@@ -72,15 +90,9 @@ def second_order(net: nn.Module, named_weights: Sequence[tuple[str, torch.Tensor
     """The unrolled architecture gradient (module docstring); `momentum_buffer(w)` is the
     weight optimizer's buffer of w (None before its first step); the finite difference
     steps by hvp_eps / ||v||."""
-    names = [k for k, _ in named_weights]
-    weights = [w for _, w in named_weights]
-    f = _Functional(net, names)
-    g_train = _grads(f.loss(weights, *train), weights)
-    with torch.no_grad():
-        virtual = virtual_weights([w.detach() for w in weights], g_train,
-                                  [momentum_buffer(w) for w in weights], lr=lr,
-                                  momentum=momentum, weight_decay=weight_decay)
-    virtual = [v.requires_grad_() for v in virtual]
+    f, weights, virtual = _unrolled(net, named_weights, train, momentum_buffer, lr=lr,
+                                    momentum=momentum, weight_decay=weight_decay,
+                                    create_graph=False)
     grads = _grads(f.loss(virtual, *val), list(alphas) + virtual)
     d_alpha, v = grads[:len(alphas)], grads[len(alphas):]
     norm = torch.cat([g.flatten() for g in v]).norm()
@@ -105,11 +117,6 @@ def exact_second_order(net: nn.Module, named_weights: Sequence[tuple[str, torch.
                        ) -> list[torch.Tensor]:
     """d/da L_val(w'(a), a) by autograd through the virtual step (double backward): the
     quantity `second_order` approximates; slow, for checking it."""
-    names = [k for k, _ in named_weights]
-    weights = [w for _, w in named_weights]
-    f = _Functional(net, names)
-    g_train = _grads(f.loss(weights, *train), weights, create_graph=True)
-    virtual = virtual_weights([w.detach() for w in weights], g_train,
-                              [momentum_buffer(w) for w in weights], lr=lr,
-                              momentum=momentum, weight_decay=weight_decay)
+    f, _, virtual = _unrolled(net, named_weights, train, momentum_buffer, lr=lr,
+                              momentum=momentum, weight_decay=weight_decay, create_graph=True)
     return _grads(f.loss(virtual, *val), alphas)

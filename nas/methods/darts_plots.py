@@ -8,17 +8,8 @@ from typing import Sequence
 import torch
 
 from nas.arch.spec import GenotypeSpec
-from nas.files import save_figure
+from nas.files import pyplot, save_figure
 from nas.supernet.cells import NODES, edge_inputs
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _input_name(src: int) -> str:
@@ -28,7 +19,7 @@ def _input_name(src: int) -> str:
 def plot_alphas(normal: torch.Tensor, reduce: torch.Tensor, ops: Sequence[str],
                 path: Path) -> Path:
     """Two heat maps (normal, reduction cell): softmax weight of each op on each edge."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(2.2 + 1.3 * len(ops), 6.0), sharey=True)
     labels = [f"{_input_name(src)} -> {node - 2}" for node, src in edge_inputs()]
     for ax, weights, kind in zip(axes, (normal, reduce), ("normal", "reduction")):
@@ -51,7 +42,7 @@ def plot_alphas(normal: torch.Tensor, reduce: torch.Tensor, ops: Sequence[str],
 def plot_cells(genotype: GenotypeSpec, path: Path, title: str = "DARTS") -> Path:
     """The two derived cells as graphs: inputs on the left, the nodes in a row, the output
     (concat) on the right, each kept edge labelled with its operation."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import FancyArrowPatch
 
     fig, axes = plt.subplots(2, 1, figsize=(12.0, 7.5))

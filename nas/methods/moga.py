@@ -30,7 +30,7 @@ from nas.cost.memory import check_fits
 from nas.cost.lut_report import lut_report
 from nas.cost.timing import device_name
 from nas.data import make_datamodule
-from nas.files import save_figure, write_atomic, write_text_atomic
+from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.memory_format import set_memory_format
 from nas.methods.base import Method, SearchContext, SearchResult, method_setting
 from nas.methods.fairnas import FairNASModule
@@ -251,10 +251,7 @@ def given_table(path: Path, space: ChainSearchSpace, cfg: LutConfig) -> LatencyT
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     lat = [r["latency_ms"] for r in rows]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.arch.shapes import ir_op_hidden, reduction_layers, sandglass_hidden
+from nas.arch.shapes import cell_plan, ir_op_hidden, reduction_layers, sandglass_hidden
 from nas.arch.spec import CellSpec, GenotypeSpec
+from nas.ops.blocks import _Residual
 from nas.ops.layers import Norm, drop_path, init_weights, make_norm
 from nas.ops.network import Network
 
@@ -93,40 +94,38 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
-class SandglassOp(nn.Module):
+class SandglassOp(_Residual):
     """MobileNeXt's sandglass block as a cell edge (c -> c, dw 3x3 only): dw + BN + ReLU6 ->
     1x1 reduce + BN -> 1x1 expand + BN + ReLU6 -> dw (stride) + BN, plus the identity at
     stride 1. No leading ReLU: the block's shortcut and first dw read the linear input."""
 
     def __init__(self, c: int, stride: int, norm: Norm):
-        super().__init__()
+        super().__init__(c if stride == 1 else 0, 0.0, c, c)
         h = sandglass_hidden(c)
-        self.residual = stride == 1
         self.op = nn.Sequential(
             nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), norm(c), nn.ReLU6(),
             nn.Conv2d(c, h, 1, bias=False), norm(h),
             nn.Conv2d(h, c, 1, bias=False), norm(c), nn.ReLU6(),
             nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), norm(c))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.op(x) if self.residual else self.op(x)
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
 
 
-class InvertedResidualOp(nn.Module):
+class InvertedResidualOp(_Residual):
     """MobileNetV2's inverted residual as a cell edge (c -> c, dw 3x3): 1x1 expand x6 + BN +
     ReLU6 -> dw (stride) + BN + ReLU6 -> 1x1 project + BN, plus the identity at stride 1."""
 
     def __init__(self, c: int, stride: int, norm: Norm):
-        super().__init__()
+        super().__init__(c if stride == 1 else 0, 0.0, c, c)
         h = ir_op_hidden(c)
-        self.residual = stride == 1
         self.op = nn.Sequential(
             nn.Conv2d(c, h, 1, bias=False), norm(h), nn.ReLU6(),
             nn.Conv2d(h, h, 3, stride, 1, groups=h, bias=False), norm(h), nn.ReLU6(),
             nn.Conv2d(h, c, 1, bias=False), norm(c))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.op(x) if self.residual else self.op(x)
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
 
 
 def make_op(name: str, c: int, stride: int, norm: Norm) -> nn.Module:
@@ -234,27 +233,16 @@ class CellNet(Network):
         c_stem = spec.stem_multiplier * spec.init_channels
         self.stem = nn.Sequential(
             nn.Conv2d(spec.in_channels, c_stem, 3, padding=1, bias=False), norm(c_stem))
-        reductions = reduction_layers(spec.layers)
-        self._aux_at = reductions[1]
-        c_pp, c_p, c = c_stem, c_stem, spec.init_channels
-        c_aux = c_p
-        reduction_prev = False
-        cells = []
-        for i in range(spec.layers):
-            reduction = i in reductions
-            if reduction:
-                c *= 2
-            cell = Cell(spec.genotype, c_pp, c_p, c, reduction, reduction_prev, norm)
-            cells.append(cell)
-            reduction_prev = reduction
-            c_pp, c_p = c_p, cell.multiplier * c
-            if i == self._aux_at:
-                c_aux = c_p
-        self.cells = nn.ModuleList(cells)
+        self._aux_at = reduction_layers(spec.layers)[1]
+        plan = list(cell_plan(spec))
+        self.cells = nn.ModuleList(
+            Cell(spec.genotype, c_pp, c_p, c, reduction, reduction_prev, norm)
+            for _, c_pp, c_p, c, reduction, reduction_prev, _ in plan)
+        c_aux = plan[self._aux_at][-1]
         self.auxiliary_head = (AuxiliaryHeadCIFAR(c_aux, spec.num_classes, norm)
                                if spec.auxiliary else None)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_p, spec.num_classes)
+        self.classifier = nn.Linear(plan[-1][-1], spec.num_classes)
         init_weights(self, "torch_default")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch.shapes import reduction_layers
+from nas.arch.shapes import cell_plan
 from nas.arch.spec import CELL_OPS, CellSpec, GenotypeSpec
 from nas.ops.darts import FactorizedReduce, ReLUConvBN, make_op
 from nas.supernet.base import Exported
@@ -181,20 +181,15 @@ class CellSupernet(nn.Module):
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(spec.in_channels, c_stem, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(c_stem))
-        reductions = reduction_layers(layers)
-        c_pp, c_p, c = c_stem, c_stem, channels
-        reduction_prev = False
-        cells = []
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                c *= 2
-            cells.append(SearchCell(self.ops, c_pp, c_p, c, reduction, reduction_prev, norm))
-            reduction_prev = reduction
-            c_pp, c_p = c_p, NODES * c
-        self.cells = nn.ModuleList(cells)
+        # The evaluation network's plan at the search width and depth (every search cell
+        # concatenates its NODES nodes, as the template's genotype does).
+        plan = list(cell_plan(replace(spec, init_channels=channels, layers=layers,
+                                      stem_multiplier=stem_multiplier)))
+        self.cells = nn.ModuleList(
+            SearchCell(self.ops, c_pp, c_p, c, reduction, reduction_prev, norm)
+            for _, c_pp, c_p, c, reduction, reduction_prev, _ in plan)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_p, spec.num_classes)
+        self.classifier = nn.Linear(plan[-1][-1], spec.num_classes)
         n = len(self.ops)
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(EDGES, n))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(EDGES, n))
