@@ -5,7 +5,8 @@
 Times one search iteration (an architecture step, then a weight step: what `python -m
 nas.search method=darts` runs per batch, `nas.methods.darts.search_iteration`) of the
 8-cell, 16-channel search network on random 32x32 batches of 32 and 64, first and second
-order, and NNI 3.0's DARTS (first order only; `scripts/bench_darts_nni.py`, run with
+order, in channels-last layout (what the search runs on the CPU) and contiguous NCHW (NNI's
+layout), and NNI 3.0's DARTS (first order only; `scripts/bench_darts_nni.py`, run with
 `--nni-python`, the python of a virtualenv holding `nni==3.0`, `torch==2.13.0` and
 `pytorch-lightning` 2.6) in the same run with the same threads. Every measurement runs in a
 fresh process (so peak RSS is its own), `--repeats` times, the implementations alternating;
@@ -41,13 +42,14 @@ def worker(args) -> None:
     cfg = DartsConfig(order=args.order, channels=args.channels, layers=args.layers)
     net = CellSupernet(CellSearchSpace(DARTS_OPS, darts("darts_v2", input_size=args.size)),
                        channels=cfg.channels, layers=cfg.layers)
-    if args.channels_last:
+    channels_last = args.layout == "channels_last"
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)
     w_opt, a_opt = make_optimizers(net, cfg)
 
     def batch():
         x = torch.randn(args.batch, 3, args.size, args.size)
-        if args.channels_last:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, torch.randint(0, 10, (args.batch,))
 
@@ -58,6 +60,7 @@ def worker(args) -> None:
         search_iteration(net, cfg, w_opt, a_opt, train, val)
         times.append(time.perf_counter() - start)
     print(json.dumps({"impl": "nas", "order": args.order, "batch": args.batch,
+                      "layout": args.layout,
                       "ms": [1000 * t for t in times[args.warmup:]],
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "torch": torch.__version__, "threads": torch.get_num_threads()}))
@@ -87,12 +90,16 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--channels-last", action="store_true",
-                   help="ours in channels-last layout (the search's default on the CPU)")
+    p.add_argument("--layouts", nargs="+", default=["channels_last", "contiguous"],
+                   choices=["channels_last", "contiguous"],
+                   help="ours in these memory layouts: channels-last is what the search "
+                        "runs on the CPU (trainer.memory_format=auto), contiguous (NCHW) is "
+                        "NNI's")
     p.add_argument("--out", type=Path, default=Path("runs/bench_darts.json"))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--order", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
+    p.add_argument("--layout", default="contiguous", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         worker(args)
@@ -106,10 +113,10 @@ def main(argv=None) -> int:
     runs: dict[str, list[dict]] = {}
     for rep in range(args.repeats):
         for batch in args.batches:
-            jobs = [(f"nas order {o} batch {batch}",
+            jobs = [(f"nas {layout} order {o} batch {batch}",
                      [sys.executable, __file__, "--worker", "--order", str(o), "--batch",
-                      str(batch), *shape, *(["--channels-last"] if args.channels_last else [])])
-                    for o in args.orders]
+                      str(batch), "--layout", layout, *shape])
+                    for layout in args.layouts for o in args.orders]
             if args.nni_python is not None:
                 jobs.append((f"nni order 1 batch {batch}",
                              [str(args.nni_python), str(REPO / "scripts" / "bench_darts_nni.py"),
@@ -128,24 +135,26 @@ def main(argv=None) -> int:
             "ms_spread": [min(medians), max(medians)],
             "peak_rss_mb_median": statistics.median(r["peak_rss_mb"] for r in results),
             "runs": results}
-    print(f"\n{'configuration':<24} {'ms/iteration':>13} {'spread':>17} {'peak RSS':>10}")
+    print(f"\n{'configuration':<37} {'ms/iteration':>13} {'spread':>17} {'peak RSS':>10}")
     for name, s in summary.items():
         lo, hi = s["ms_spread"]
-        print(f"{name:<24} {s['ms_median']:>13.0f} {lo:>8.0f}-{hi:<8.0f} "
+        print(f"{name:<37} {s['ms_median']:>13.0f} {lo:>8.0f}-{hi:<8.0f} "
               f"{s['peak_rss_mb_median']:>7.0f} MB")
     for batch in args.batches:
-        ours = summary.get(f"nas order 1 batch {batch}")
-        second = summary.get(f"nas order 2 batch {batch}")
         nni = summary.get(f"nni order 1 batch {batch}")
-        if ours and nni:
-            print(f"batch {batch}: first order {ours['ms_median'] / nni['ms_median']:.2f}x NNI's "
-                  f"time, peak RSS {ours['peak_rss_mb_median'] / nni['peak_rss_mb_median']:.2f}x")
-        if ours and second:
-            print(f"batch {batch}: second order {second['ms_median'] / ours['ms_median']:.2f}x "
-                  f"the first order's time")
+        for layout in args.layouts:
+            ours = summary.get(f"nas {layout} order 1 batch {batch}")
+            second = summary.get(f"nas {layout} order 2 batch {batch}")
+            if ours and nni:
+                print(f"batch {batch}, {layout}: first order "
+                      f"{ours['ms_median'] / nni['ms_median']:.2f}x NNI's time, peak RSS "
+                      f"{ours['peak_rss_mb_median'] / nni['peak_rss_mb_median']:.2f}x")
+            if ours and second:
+                print(f"batch {batch}, {layout}: second order "
+                      f"{second['ms_median'] / ours['ms_median']:.2f}x the first order's time")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                if k not in ("worker", "order", "batch")}
+                if k not in ("worker", "order", "batch", "layout")}
     from nas.files import write_text_atomic
     write_text_atomic(args.out, json.dumps({"settings": settings, "results": summary},
                                            indent=1) + "\n")

@@ -292,7 +292,10 @@ def test_bench_darts_times_both_orders(tmp_path):
                 "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"nas order 1 batch 2", "nas order 2 batch 2"}
+    assert set(results) == {f"nas {layout} order {o} batch 2" for o in (1, 2)
+                            for layout in ("channels_last", "contiguous")}
+    assert {r["layout"] for s in results.values() for r in s["runs"]} == {"channels_last",
+                                                                         "contiguous"}
     for s in results.values():
         assert s["ms_median"] > 0 and s["peak_rss_mb_median"] > 0 and len(s["runs"]) == 1
     assert "second order" in r.stdout

@@ -1,0 +1,310 @@
+"""AutoNL: LightNL placement and ratios learned through differentiable thresholds on a
+Single-Path superkernel (specs 1.2, 2.3).
+
+The superkernel network (nas.supernet.superkernel) trains its weights and thresholds with
+one optimizer on CE (label smoothing 0.1) + lambda * ln(cost), the cost a differentiable
+function of the decisions: MACs with LightNL's matrix products (AutoNL's FLOPs), or the
+latency lookup table (`cost=latency`, Single-Path NAS's objective). For the first
+`warmup_fraction` of the steps lambda is 0 and the indicators are dropped out (Single-Path
+NAS: 6,255 of 10,008 steps, keep probability 0.6). The decisions at the end are the
+architecture, trained from scratch with the AutoNL recipe.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+
+from nas.arch import io
+from nas.arch.shapes import conv_out
+from nas.arch.spec import INIT_SCHEMES
+from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
+from nas.classifier import ClassifierModule, NonFiniteLoss
+from nas.config import require
+from nas.cost import count
+from nas.data import make_datamodule
+from nas.files import pyplot, save_figure, write_text_atomic
+from nas.methods.base import Method, SearchContext, SearchResult
+from nas.optim import OptimConfig
+from nas.supernet.superkernel import (SuperkernelNet, SuperkernelSpace, autonl_space,
+                                      choice_from_bits)
+
+COSTS = ("macs", "latency")
+
+
+def _paper_optim() -> OptimConfig:
+    return OptimConfig(name="rmsprop_tf", lr=0.016, lr_reference_batch=256, momentum=0.9,
+                       nesterov=False, alpha=0.9, eps=1e-3, weight_decay=1e-5,
+                       no_weight_decay_on_bn_and_bias=True, schedule="step_exp",
+                       warmup_epochs=0.0, warmup_start_factor=None, decay_rate=0.97,
+                       decay_epochs=2.4, min_lr=0.0, label_smoothing=0.1, ema_decay=None)
+
+
+@dataclass
+class AutoNLConfig:
+    name: str = "autonl"
+    lam: float = 0.02                   # weight of ln(cost) after warm-up
+    cost: str = "macs"                  # macs | latency
+    warmup_fraction: float = 6255 / 10008
+    keep_prob: float = 0.6              # indicator dropout during warm-up
+    nl_momentum: float = 0.1            # EMA of the LightNL compactness distances
+    width: float = 1.0
+    stem_stride: int = 2
+    init: Optional[str] = None          # null: the official MnasNet-style init
+    dropout: float = 0.2
+    se: bool = True
+    lightnl: bool = True
+    recalibration_steps: int = 0
+    lut: Optional[str] = None           # cost=latency: a table file (built here if missing)
+    lut_threads: int = 1
+    lut_repeats: int = 30
+    optim: OptimConfig = field(default_factory=_paper_optim)
+
+    def __post_init__(self) -> None:
+        require(self.lam >= 0, "lam", "a number >= 0", self.lam)
+        require(self.cost in COSTS, "cost", f"one of {', '.join(COSTS)}", self.cost)
+        require(0 <= self.warmup_fraction < 1, "warmup_fraction", "a fraction in [0, 1)",
+                self.warmup_fraction)
+        require(0 < self.keep_prob <= 1, "keep_prob", "a probability in (0, 1]", self.keep_prob)
+        require(0 < self.nl_momentum <= 1, "nl_momentum", "a number in (0, 1]", self.nl_momentum)
+        require(self.width > 0, "width", "a positive multiplier", self.width)
+        require(self.stem_stride in (1, 2), "stem_stride", "1 or 2", self.stem_stride)
+        require(self.init in (None, *INIT_SCHEMES), "init", f"null or one of {INIT_SCHEMES}",
+                self.init)
+        require(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)", self.dropout)
+        require(self.recalibration_steps >= 0, "recalibration_steps", "an integer >= 0",
+                self.recalibration_steps)
+        require(self.lut_threads >= 1, "lut_threads", "an integer >= 1", self.lut_threads)
+        require(self.lut_repeats >= 1, "lut_repeats", "an integer >= 1", self.lut_repeats)
+
+
+def search_space(cfg: AutoNLConfig, *, num_classes: int, input_size: int,
+                 in_channels: int) -> SuperkernelSpace:
+    return autonl_space(width=cfg.width, stem_stride=cfg.stem_stride, num_classes=num_classes,
+                        input_size=input_size, in_channels=in_channels, dropout=cfg.dropout,
+                        init=cfg.init or "tf_mnas", se=cfg.se, lightnl=cfg.lightnl)
+
+
+def space_identity(space: SuperkernelSpace) -> str:
+    """The supernet a checkpoint belongs to: its largest network and its decisions."""
+    return io.dumps(space.to_spec(space.largest())) + json.dumps(
+        [[d.name, [repr(c) for c in d.candidates]] for d in space.decisions])
+
+
+class AutoNLModule(ClassifierModule):
+    """The superkernel network trained on CE + lambda ln(cost), thresholds included."""
+
+    model: SuperkernelNet
+
+    def __init__(self, net: SuperkernelNet, cfg: AutoNLConfig, *, batch_size: int, seed: int):
+        spec = net.space.to_spec(net.space.largest())
+        super().__init__(spec, cfg.optim, batch_size=batch_size,
+                         bn_recalibration_steps=cfg.recalibration_steps, model=net)
+        self.cfg, self.seed = cfg, seed
+        self.identity = space_identity(net.space)
+        self.warmup_steps = 0
+        self.history: list[dict] = []
+
+    def on_fit_start(self) -> None:
+        self.warmup_steps = round(self.cfg.warmup_fraction * self.trainer.estimated_stepping_batches)
+        if not self.history:
+            self._record(0)
+
+    def lam(self, step: int) -> float:
+        return 0.0 if step < self.warmup_steps else self.cfg.lam
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        step = self.global_step
+        warm = step < self.warmup_steps
+        self.model.keep_prob = self.cfg.keep_prob if warm else 1.0
+        # The dropout draws depend on the seed and step only: the same on every DDP rank,
+        # and the same after a resume.
+        self.model.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        ce = self.criterion(self.model(x), y)
+        cost = self.model.cost()
+        lam = self.lam(step)
+        loss = ce + lam * torch.log(cost) if lam else ce
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite training loss ({loss.item()}) at step {step}; "
+                                f"lower method.optim.lr or method.lam")
+        n = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/ce", ce, batch_size=n)
+        self.log("train/cost", cost.detach(), prog_bar=True, batch_size=n)
+        self.log("train/lam", lam, batch_size=n)
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        t = self.trainer
+        if t.sanity_checking or t.state.fn != "fit":
+            return
+        self._record(self.current_epoch + 1)
+
+    def _record(self, epochs_done: int) -> None:
+        """The decisions and their cost after `epochs_done` epochs (decisions.csv)."""
+        net = self.model
+        decisions = net.decisions()
+        layers = []
+        for s, d in zip(net.space.slots, decisions):
+            c = choice_from_bits(s, {k: float(v) for k, v in d.items()})
+            layers.append({"kernel": c.kernel, "expansion": c.expansion, "skip": c.skip,
+                           "se_reduce": c.se_reduce or 0,
+                           "lightnl_ratio": c.lightnl[0] if c.lightnl else 0.0,
+                           "lightnl_stride": c.lightnl[1] if c.lightnl else 0})
+        self.history.append({"epoch": epochs_done, "step": self.global_step,
+                             "cost": float(net.cost(decisions)), "layers": layers})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["nas"]["autonl"] = {"history": json.dumps(self.history),
+                                       "space": self.identity}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = json.loads(checkpoint["nas"]["autonl"]["history"])
+
+
+def check_resume(path: Path, space: SuperkernelSpace) -> None:
+    """Refuse a checkpoint that is not of this search before Lightning loads it."""
+    ckpt = read_checkpoint(path)
+    entry = ckpt.get("nas", {}).get("autonl")
+    if not isinstance(entry, dict) or not isinstance(entry.get("space"), str):
+        raise CheckpointError(f"{path}: not an AutoNL search checkpoint (no 'autonl' entry); "
+                              f"expected checkpoints/last.ckpt of a `method=autonl` run")
+    if entry["space"] != space_identity(space):
+        raise CheckpointError(f"{path}: written by a search over another space; resume with "
+                              f"the run's own method settings and data (resume_dir=<run dir>)")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+LAYER_FIELDS = ("kernel", "expansion", "skip", "se_reduce", "lightnl_ratio", "lightnl_stride")
+
+
+def write_decisions(history: list[dict], path: Path) -> None:
+    """decisions.csv: one row per recorded epoch and layer."""
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["epoch", "step", "cost", "layer", *LAYER_FIELDS])
+    for h in history:
+        for i, layer in enumerate(h["layers"]):
+            w.writerow([h["epoch"], h["step"], round(h["cost"]), i,
+                        *(layer[k] for k in LAYER_FIELDS)])
+    write_text_atomic(path, buf.getvalue())
+
+
+def plot_decisions(history: list[dict], cost_name: str, path: Path) -> None:
+    """The cost over training, and per layer and epoch the kernel, expansion, skip, SE and
+    LightNL decisions."""
+    plt = pyplot()
+    epochs = [h["epoch"] for h in history]
+    n = len(history[0]["layers"])
+    panels = [("kernel", lambda c: c["kernel"]), ("expansion", lambda c: c["expansion"]),
+              ("skipped", lambda c: float(c["skip"])), ("SE reduce", lambda c: c["se_reduce"]),
+              ("LightNL ratio / stride",
+               lambda c: c["lightnl_ratio"] / max(1, c["lightnl_stride"]))]
+    fig, axes = plt.subplots(1 + len(panels), 1, figsize=(max(6.4, 0.3 * n + 2), 12),
+                             gridspec_kw={"height_ratios": [2] + [1] * len(panels)})
+    scale = 1e6 if cost_name == "macs" else 1.0
+    axes[0].plot(epochs, [h["cost"] / scale for h in history], marker="o", ms=3)
+    axes[0].set_ylabel("MACs (M)" if cost_name == "macs" else "latency (ms)")
+    axes[0].set_xlabel("epochs trained")
+    axes[0].set_title("AutoNL: cost of the decisions over training")
+    for ax, (name, value) in zip(axes[1:], panels):
+        grid = [[value(h["layers"][i]) for h in history] for i in range(n)]
+        im = ax.imshow(torch.tensor(grid).T.numpy(), aspect="auto", cmap="viridis",
+                       interpolation="nearest")
+        ax.set_ylabel("epoch")
+        ax.set_yticks(range(len(epochs)), [str(e) for e in epochs], fontsize=6)
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.02)
+    axes[-1].set_xlabel("searchable layer")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def lightnl_by_stage(space: SuperkernelSpace, spec) -> dict[str, int]:
+    """LightNL blocks of the exported network per resolution stage ("56x56": count)."""
+    out: dict[str, int] = {}
+    hw = conv_out(space.template.input_size, space.template.stem.stride)
+    for b in spec.blocks:
+        hw = conv_out(hw, b.stride)
+        if getattr(b, "lightnl", None) is not None:
+            key = f"{hw}x{hw}"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+class AutoNL(Method):
+    """Train the superkernel network with the cost loss; the thresholds' decisions are the
+    architecture."""
+
+    Config = AutoNLConfig
+    recipe = "autonl_s"
+
+    def search(self, ctx: SearchContext) -> SearchResult | None:
+        return _search(self.cfg, ctx)
+
+
+def _search(cfg: AutoNLConfig, ctx: SearchContext) -> SearchResult | None:
+    datamodule = make_datamodule(ctx.data)
+    space = search_space(cfg, num_classes=datamodule.num_classes,
+                         input_size=datamodule.input_size, in_channels=datamodule.in_channels)
+    costs = None
+    if cfg.cost == "latency":
+        from nas.methods.autonl_latency import latency_model
+
+        costs = latency_model(space, cfg, ctx.run_dir)
+    pl.seed_everything(ctx.seed, workers=True, verbose=False)
+    net = SuperkernelNet(space, nl_momentum=cfg.nl_momentum, costs=costs)
+    module = AutoNLModule(net, cfg, batch_size=datamodule.batch_size, seed=ctx.seed)
+    run_dir = ctx.run_dir
+    resume = run_dir / "checkpoints" / "last.ckpt"
+    trainer = ctx.make_trainer(name="autonl", callbacks=[last_checkpoint(run_dir / "checkpoints")],
+                               gradient_clip_val=cfg.optim.grad_clip)
+    if resume.is_file():
+        check_resume(resume, space)
+    start = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
+    seconds = time.time() - start
+    if not trainer.is_global_zero:
+        return None
+
+    exported = net.export(name="autonl_searched")
+    search_cost = float(net.cost(net.decisions()))
+    cost, largest = count(exported.spec), count(space.to_spec(space.largest()))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_decisions(module.history, run_dir / "decisions.csv")
+    plot_decisions(module.history, cfg.cost, run_dir / "decisions.png")
+    last = trainer.callback_metrics
+    metrics = {
+        "accuracy": _float(last.get("val/top1")), "search_val_top1": _float(last.get("val/top1")),
+        "macs": cost.macs, "lightnl_macs": cost.extra_macs, "params": cost.params,
+        "params_nobn": cost.params_nobn,
+        "search_cost": search_cost, "cost": cfg.cost, "lam": cfg.lam,
+        "largest_macs": largest.macs, "largest_lightnl_macs": largest.extra_macs,
+        "blocks": len(exported.spec.blocks),
+        "lightnl_blocks": sum(b.lightnl is not None for b in exported.spec.blocks),
+        "lightnl_by_stage": lightnl_by_stage(space, exported.spec),
+        "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+        "fit_seconds": round(seconds, 1),
+    }
+    artifacts = {name: run_dir / name for name in (
+        "decisions.csv", "decisions.png", "checkpoints/last.ckpt")}
+    return SearchResult(arch=exported.spec, metrics=metrics, artifacts=artifacts)
+
+
+def _float(v: Any) -> Optional[float]:
+    return None if v is None else round(float(v), 6)
+
