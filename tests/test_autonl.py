@@ -203,16 +203,20 @@ def test_compactness_rule_on_constructed_features():
     assert nl.keeps == [1, 2]   # 8 channels: 12.5 % and 25 %
     torch.manual_seed(0)
     x = torch.randn(3, 8, 4, 4)
-    d_small, _ = nl._distances(x, None)
+    d_small = nl.distance_small(x)
     theta = x[:, :2].flatten(2).transpose(1, 2)
     full = theta @ theta.transpose(1, 2)
     small = theta[..., :1] @ theta[..., :1].transpose(1, 2)
     assert float(d_small) == pytest.approx(float((full - small).norm() / full.norm()), rel=1e-5)
+    up = x[:, :2, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3)
+    strided = theta @ up.flatten(2)   # each sub-sampled key for its 2 x 2 neighbourhood
+    assert float(nl.distance_stride(x, 2)) == pytest.approx(
+        float((full - strided).norm() / full.norm()), rel=1e-5)
     x_nested = x.clone()
     x_nested[:, 1] = 0
-    assert float(nl._distances(x_nested, None)[0]) == 0.0
+    assert float(nl.distance_small(x_nested)) == 0.0
     blocky = torch.randn(3, 8, 2, 2).repeat_interleave(2, 2).repeat_interleave(2, 3)
-    assert float(nl._distances(blocky, None)[1]) == pytest.approx(0.0, abs=1e-6)
+    assert float(nl.distance_stride(blocky, 2)) == pytest.approx(0.0, abs=1e-6)
     # Training: the batch distance decides and the EMA follows; a threshold just above it
     # selects the smaller ratio.
     nl.train()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ def _paper_optim() -> OptimConfig:
 @dataclass
 class AutoNLConfig:
     name: str = "autonl"
-    lam: float = 0.02                   # weight of ln(cost) after warm-up
+    lam: float = 20.0                   # weight of ln(cost) after warm-up (Single-Path: 0.02 x 1000)
     cost: str = "macs"                  # macs | latency
     warmup_fraction: float = 6255 / 10008
     keep_prob: float = 0.6              # indicator dropout during warm-up
@@ -62,7 +63,7 @@ class AutoNLConfig:
     dropout: float = 0.2
     se: bool = True
     lightnl: bool = True
-    recalibration_steps: int = 0
+    recalibration_steps: int = 10       # BN recalibration before each validation
     lut: Optional[str] = None           # cost=latency: a table file (built here if missing)
     lut_threads: int = 1
     lut_repeats: int = 30
@@ -219,11 +220,14 @@ def plot_decisions(history: list[dict], cost_name: str, path: Path) -> None:
     axes[0].set_xlabel("epochs trained")
     axes[0].set_title("AutoNL: cost of the decisions over training")
     for ax, (name, value) in zip(axes[1:], panels):
-        grid = [[value(h["layers"][i]) for h in history] for i in range(n)]
+        # A skipped layer's other decisions have no effect: left blank.
+        grid = [[value(c) if name == "skipped" or not c["skip"] else math.nan
+                 for c in (h["layers"][i] for h in history)] for i in range(n)]
         im = ax.imshow(torch.tensor(grid).T.numpy(), aspect="auto", cmap="viridis",
                        interpolation="nearest")
         ax.set_ylabel("epoch")
         ax.set_yticks(range(len(epochs)), [str(e) for e in epochs], fontsize=6)
+        ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
         ax.set_title(name, fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.02)
     axes[-1].set_xlabel("searchable layer")

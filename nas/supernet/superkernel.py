@@ -273,32 +273,29 @@ class LightNLChoice(nn.Module):
         nn.init.zeros_(self.bn.bias)
 
     @torch.no_grad()
-    def _distances(self, x: torch.Tensor, small: Optional[torch.Tensor]) -> tuple:
+    def distance_small(self, x: torch.Tensor) -> torch.Tensor:
+        """||A_small - A_full|| / ||A_full|| for the affinities A = theta theta^T of the two
+        channel ratios (stride 1): A_full - A_small is the extra channels' own affinity."""
         theta = x[:, :self.keeps[-1]].flatten(2).float()          # B, c, N
         gram = theta @ theta.transpose(1, 2)                     # B, c, c
-        d_small = d_stride = None
-        if self.t_small is not None:
-            c = self.keeps[0]
-            d_small = gram[:, c:, c:].square().sum().sqrt() / gram.square().sum().sqrt().clamp_min(1e-12)
-        if self.t_stride is not None:
-            c = self.keeps[0] if small is not None and small.item() > 0 else self.keeps[-1]
-            t = x[:, :c].float()
-            h, w = t.shape[2:]
-            up = t[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3)[:, :, :h, :w]
-            t, diff = t.flatten(2), (t - up).flatten(2)
-            g_t, g_d = t @ t.transpose(1, 2), diff @ diff.transpose(1, 2)
-            d_stride = ((g_t * g_d).sum().clamp_min(0).sqrt()
-                        / g_t.square().sum().sqrt().clamp_min(1e-12))
-        return d_small, d_stride
+        c = self.keeps[0]
+        return gram[:, c:, c:].square().sum().sqrt() / gram.square().sum().sqrt().clamp_min(1e-12)
 
-    def _track(self, name: str, value: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The distance a decision uses: this batch's in training (updating the EMA), else
-        the EMA."""
+    @torch.no_grad()
+    def distance_stride(self, x: torch.Tensor, channels: int) -> torch.Tensor:
+        """||theta (theta - up)^T|| / ||theta theta^T|| on the first `channels` channels, `up`
+        the stride-2 keys repeated over their 2 x 2 neighbourhoods."""
+        t = x[:, :channels].float()
+        h, w = t.shape[2:]
+        up = t[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3)[:, :, :h, :w]
+        t, diff = t.flatten(2), (t - up).flatten(2)
+        g_t, g_d = t @ t.transpose(1, 2), diff @ diff.transpose(1, 2)
+        # ||X Y^T||^2 = tr(X^T X Y^T Y): two c x c Gram matrices instead of N x N affinities.
+        return (g_t * g_d).sum().clamp_min(0).sqrt() / g_t.square().sum().sqrt().clamp_min(1e-12)
+
+    def _track(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Fold this batch's distance into its EMA; the batch's value decides in training."""
         ema = getattr(self, name)
-        if value is None:
-            return None
-        if not self.training:
-            return ema
         with torch.no_grad():
             ema.copy_(value if torch.isnan(ema) else (1 - self.momentum) * ema
                       + self.momentum * value)
@@ -312,13 +309,16 @@ class LightNLChoice(nn.Module):
         d = {"nl": drop(indicator(self.dw.weight.norm() - self.t_insert))}
         batch = self.training and x is not None
         if self.t_small is not None:
-            dist = (self._track("dist_small", self._distances(x, None)[0]) if batch
-                    else self.dist_small)
+            dist = self._track("dist_small", self.distance_small(x)) if batch else self.dist_small
             # No distance yet (a network never trained): the full ratio.
             d["nl_small"] = drop(torch.nan_to_num(indicator(self.t_small - dist), nan=0.0))
         if self.t_stride is not None:
-            dist = (self._track("dist_stride", self._distances(x, d.get("nl_small"))[1]) if batch
-                    else self.dist_stride)
+            if batch:   # on the channels the ratio decision keeps
+                small = "nl_small" in d and float(d["nl_small"].detach()) > 0
+                dist = self._track("dist_stride",
+                                   self.distance_stride(x, self.keeps[0 if small else -1]))
+            else:
+                dist = self.dist_stride
             d["nl_stride2"] = drop(torch.nan_to_num(indicator(self.t_stride - dist), nan=0.0))
         return d
 
