@@ -24,6 +24,37 @@ def _run_entry(module, tmp_path, *overrides, run_dir="run", logger="none", pytho
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
+def search_context(run_dir):
+    """A SearchContext of the smoke scale (embedded data at 16x16, batch 8, 2 epochs of 3
+    batches) for calling a method's search in process."""
+    from nas.data import data_config
+    from nas.methods.base import SearchContext
+    from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
+
+    data = data_config({"name": "embedded", "batch_size": 8, "input_size": 16, "seed": 0})
+    return SearchContext(run_dir=run_dir, data=data, data_choice="embedded",
+                         budget=BudgetConfig(epochs=2, limit_train_batches=3,
+                                             limit_val_batches=2),
+                         trainer=TrainerConfig(enable_progress_bar=False),
+                         logger=LoggerConfig(csv=False, wandb=False), seed=0)
+
+
+def interrupt_in_second_epoch(monkeypatch, module_cls, run) -> None:
+    """Run `run()` with `module_cls` stopping at the start of its second epoch (after the
+    first epoch's checkpoint), as a killed search would."""
+    class Stop(Exception):
+        pass
+
+    def stop_at_second_epoch(self):
+        if self.current_epoch == 1:
+            raise Stop
+
+    with monkeypatch.context() as m:
+        m.setattr(module_cls, "on_train_epoch_start", stop_at_second_epoch, raising=False)
+        with pytest.raises(Stop):
+            run()
+
+
 @pytest.fixture(scope="session")
 def run_entry():
     """Runs a Hydra entry point (nas.search, nas.train) in a subprocess."""

@@ -9,6 +9,7 @@ import shlex
 
 import pytest
 import torch
+from conftest import interrupt_in_second_epoch, search_context
 
 from nas.arch.builder import build
 from nas.cost import count
@@ -293,42 +294,21 @@ def test_autonl_smoke_end_to_end(smoke_search, run_entry, tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
 
 
-def _context(run_dir):
-    from nas.data import data_config
-    from nas.methods.base import SearchContext
-    from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
-
-    data = data_config({"name": "embedded", "batch_size": 8, "input_size": 16, "seed": 0})
-    return SearchContext(run_dir=run_dir, data=data, data_choice="embedded",
-                         budget=BudgetConfig(epochs=2, limit_train_batches=3,
-                                             limit_val_batches=2),
-                         trainer=TrainerConfig(enable_progress_bar=False),
-                         logger=LoggerConfig(csv=False, wandb=False), seed=0)
-
-
 def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    """Stopped at the start of its second epoch (inside the warm-up's indicator dropout),
-    the search run again in its directory ends with the same weights, thresholds, LightNL
-    distances, decisions and architecture as an uninterrupted run."""
+    """Stopped at the start of its second epoch (after a first epoch of warm-up with indicator
+    dropout; the cost term acts in the second), the search run again in its directory ends
+    with the same weights, thresholds, LightNL distances, decisions and architecture as an
+    uninterrupted run."""
     from nas.checkpoints import read_checkpoint
     from nas.methods import autonl as method
 
     cfg = method.AutoNLConfig(width=0.25, stem_stride=1, init="torchvision",
                               warmup_fraction=0.5, lam=0.5)
-    straight = method._search(cfg, _context(tmp_path / "straight"))
+    straight = method._search(cfg, search_context(tmp_path / "straight"))
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_second_epoch(self):
-        if self.current_epoch == 1:
-            raise Stop
-
-    with monkeypatch.context() as m:
-        m.setattr(method.AutoNLModule, "on_train_epoch_start", stop_at_second_epoch)
-        with pytest.raises(Stop):
-            method._search(cfg, _context(tmp_path / "resumed"))
-    resumed = method._search(cfg, _context(tmp_path / "resumed"))
+    interrupt_in_second_epoch(monkeypatch, method.AutoNLModule,
+                              lambda: method._search(cfg, search_context(tmp_path / "resumed")))
+    resumed = method._search(cfg, search_context(tmp_path / "resumed"))
     assert resumed.arch == straight.arch
     assert (tmp_path / "resumed" / "decisions.csv").read_text() == \
         (tmp_path / "straight" / "decisions.csv").read_text()

@@ -8,6 +8,7 @@ import shlex
 
 import pytest
 import torch
+from conftest import interrupt_in_second_epoch, search_context
 
 from nas.arch import io
 from nas.arch.builder import build
@@ -227,19 +228,6 @@ def test_bad_ops_is_one_line(run_entry, tmp_path):
     assert r.returncode == 2 and "expected a multiple of 4, got 18" in r.stderr
 
 
-def _context(run_dir):
-    from nas.data import data_config
-    from nas.methods.base import SearchContext
-    from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
-
-    data = data_config({"name": "embedded", "batch_size": 8, "input_size": 16, "seed": 0})
-    return SearchContext(run_dir=run_dir, data=data, data_choice="embedded",
-                         budget=BudgetConfig(epochs=2, limit_train_batches=3,
-                                             limit_val_batches=2),
-                         trainer=TrainerConfig(enable_progress_bar=False),
-                         logger=LoggerConfig(csv=False, wandb=False), seed=0)
-
-
 def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     """Stopped at the start of its second epoch (after the first epoch's checkpoint), the
     search run again in its directory continues from checkpoints/last.ckpt and ends with
@@ -247,22 +235,12 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, mon
     from nas.methods import darts as method
 
     cfg = DartsConfig(channels=4, layers=3, eval_channels=4, eval_layers=3)
-    straight = method._search(cfg, _context(tmp_path / "straight"))
+    straight = method._search(cfg, search_context(tmp_path / "straight"))
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_second_epoch(self):
-        if self.current_epoch == 1:
-            raise Stop
-
-    with monkeypatch.context() as m:
-        m.setattr(method.DartsModule, "on_train_epoch_start", stop_at_second_epoch,
-                  raising=False)
-        with pytest.raises(Stop):
-            method._search(cfg, _context(tmp_path / "resumed"))
+    interrupt_in_second_epoch(monkeypatch, method.DartsModule,
+                              lambda: method._search(cfg, search_context(tmp_path / "resumed")))
     assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").is_file()
-    resumed = method._search(cfg, _context(tmp_path / "resumed"))
+    resumed = method._search(cfg, search_context(tmp_path / "resumed"))
     assert resumed.arch == straight.arch
     for name in ("alphas.csv", "genotypes.csv"):
         assert (tmp_path / "resumed" / name).read_text() == \

@@ -31,6 +31,7 @@ from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
+from nas.cost.memory import check_fits
 from nas.data import make_datamodule
 from nas.files import pyplot, save_figure, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
@@ -265,6 +266,10 @@ def _search(cfg: AutoNLConfig, ctx: SearchContext) -> SearchResult | None:
     datamodule = make_datamodule(ctx.data)
     space = search_space(cfg, num_classes=datamodule.num_classes,
                          input_size=datamodule.input_size, in_channels=datamodule.in_channels)
+    # A lower bound: the search network holds at least its largest network's activations.
+    check_fits(space.to_spec(space.largest()), datamodule.batch_size, ctx.trainer.accelerator,
+               field="method.width", what=f"the AutoNL search network at width {cfg.width}",
+               fix="lower method.width or data.batch_size")
     costs = None
     if cfg.cost == "latency":
         from nas.methods.autonl_latency import latency_model
