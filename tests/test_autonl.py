@@ -4,6 +4,7 @@ the differentiable cost, the Table 1 variants, and end to end."""
 
 import csv
 import json
+import os
 import random
 import shlex
 
@@ -265,7 +266,7 @@ def test_table1_reproduces_the_paper_column(tmp_path):
     out = tmp_path / "t1.csv"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "lightnl_table1.py"), "--out",
                         str(out)], capture_output=True, text=True, cwd=tmp_path,
-                       env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, timeout=300)
+                       env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     added = {row["variant"]: int(row["added_macs"]) / 1e6 for row in csv.DictReader(open(out))}
     paper = {"wang": 6200, "levi": 146, "eq3": 119, "eq5": 93, "eq7": 66, "lightnl": 15}
@@ -336,3 +337,49 @@ def test_bad_settings_and_foreign_checkpoints_are_refused(tmp_path, run_entry):
                                    "history": "[]"}}, "state_dict": {}}, ckpt)
     with pytest.raises(CheckpointError, match="another space"):
         method.check_resume(ckpt, space)
+
+
+def test_latency_cost_is_the_lookup_table_prediction_of_the_export(tmp_path):
+    """method.cost=latency: the multilinear cost at hard decisions equals the table's
+    prediction (stem + blocks + head) of the exported network; a second call reuses the
+    saved table without measuring."""
+    from nas.cost.lut import LatencyTable
+    from nas.methods.autonl import AutoNLConfig
+    from nas.methods.autonl_latency import latency_model
+
+    space = _space(input_size=8, se=False, lightnl=False)
+    cfg = AutoNLConfig(cost="latency", lut=str(tmp_path / "lut.json"), lut_repeats=1)
+    model = latency_model(space, cfg, tmp_path)
+    table = LatencyTable.load(tmp_path / "lut.json")
+    net = SuperkernelNet(space, costs=model)
+    rnd = random.Random(0)
+    for _ in range(5):
+        choices = _random_choices(space, rnd)
+        bits = [{"keep": torch.tensor(float(not c.skip)), "k5": torch.tensor(float(c.kernel == 5)),
+                 "e6": torch.tensor(float(c.expansion == 6.0))} for c in choices]
+        bits = [{k: d[k] for k in s.bits} for s, d in zip(space.slots, bits)]
+        spec = space.to_spec(space.vector(choices))
+        assert float(net.cost(bits)) == pytest.approx(table.predict(spec, calibrated=False),
+                                                      rel=1e-5)
+    mtime = (tmp_path / "lut.json").stat().st_mtime_ns
+    latency_model(space, cfg, tmp_path)
+    assert (tmp_path / "lut.json").stat().st_mtime_ns == mtime
+
+
+def test_bench_autonl_times_both_networks(tmp_path):
+    """scripts/bench_autonl.py on a tiny setting: both step times and their ratio."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_autonl.py"), "--batch", "2",
+                        "--size", "8", "--warmup", "0", "--iterations", "1", "--repeats", "1",
+                        "--threads", "1", "--out", str(out)], capture_output=True, text=True,
+                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"search", "largest"} and data["ratio"] > 0
+    assert "target <= 1.5x" in r.stdout
