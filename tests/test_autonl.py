@@ -266,7 +266,8 @@ def test_table1_reproduces_the_paper_column(tmp_path):
     out = tmp_path / "t1.csv"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "lightnl_table1.py"), "--out",
                         str(out)], capture_output=True, text=True, cwd=tmp_path,
-                       env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"), timeout=300)
+                       env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+                       timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     added = {row["variant"]: int(row["added_macs"]) / 1e6 for row in csv.DictReader(open(out))}
     paper = {"wang": 6200, "levi": 146, "eq3": 119, "eq5": 93, "eq7": 66, "lightnl": 15}
