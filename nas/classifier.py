@@ -70,9 +70,15 @@ class ClassifierModule(pl.LightningModule):
         epochs = max(1, self.trainer.max_epochs or 1)
         steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / epochs))
         world = max(1, self.trainer.world_size)
+        scaled, scale = self.lr_scaled_parameters()
         opt, sched = build_optimizer(self.model, self.optim_cfg, batch_size=self.batch_size * world,
-                                     steps_per_epoch=steps_per_epoch, max_epochs=epochs)
+                                     steps_per_epoch=steps_per_epoch, max_epochs=epochs,
+                                     lr_scaled=scaled, lr_scale=scale)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_scaled_parameters(self) -> tuple[list[nn.Parameter], float]:
+        """Parameters trained at a multiple of the lr, and the multiple (none here)."""
+        return [], 1.0
 
     # ------------------------------------------------------------------ evaluation
     @property

@@ -13,7 +13,7 @@ The LightningModule calls `build_optimizer` and returns
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -214,15 +214,28 @@ def scaled_lr(cfg: OptimConfig, batch_size: int) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, *, batch_size: int,
-                    steps_per_epoch: int, max_epochs: int
+                    steps_per_epoch: int, max_epochs: int,
+                    lr_scaled: Sequence[nn.Parameter] = (), lr_scale: float = 1.0
                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimizer at the batch-scaled lr and a LambdaLR to be stepped once per step."""
+    """The optimizer at the batch-scaled lr and a LambdaLR to be stepped once per step;
+    the parameters in `lr_scaled` (AutoNL's thresholds) get `lr_scale` times that lr, in
+    groups of their own that follow the same schedule."""
     for key, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch),
                        ("max_epochs", max_epochs)):
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"build_optimizer: {key} must be an integer >= 1, got {value!r}")
     lr = scaled_lr(cfg, batch_size)
     groups = param_groups(model, cfg)
+    if lr_scaled and lr_scale != 1.0:
+        ids = {id(p) for p in lr_scaled}
+        split = []
+        for g in groups:
+            for params, extra in (([p for p in g["params"] if id(p) not in ids], {}),
+                                  ([p for p in g["params"] if id(p) in ids],
+                                   {"lr": lr * lr_scale})):
+                if params:
+                    split.append({**g, "params": params, **extra})
+        groups = split
     if cfg.name == "sgd":
         opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay)

@@ -58,6 +58,7 @@ class AutoNLConfig:
     warmup_fraction: float = 6255 / 10008
     keep_prob: float = 0.6              # indicator dropout during warm-up
     nl_momentum: float = 0.1            # EMA of the LightNL compactness distances
+    threshold_lr_scale: float = 1.0     # thresholds' lr / the weights' lr (paper: one lr)
     width: float = 1.0
     stem_stride: int = 2
     init: Optional[str] = None          # null: the official MnasNet-style init
@@ -77,6 +78,8 @@ class AutoNLConfig:
                 self.warmup_fraction)
         require(0 < self.keep_prob <= 1, "keep_prob", "a probability in (0, 1]", self.keep_prob)
         require(0 < self.nl_momentum <= 1, "nl_momentum", "a number in (0, 1]", self.nl_momentum)
+        require(self.threshold_lr_scale > 0, "threshold_lr_scale", "a positive number",
+                self.threshold_lr_scale)
         require(self.width > 0, "width", "a positive multiplier", self.width)
         require(self.stem_stride in (1, 2), "stem_stride", "1 or 2", self.stem_stride)
         require(self.init in (None, *INIT_SCHEMES), "init", f"null or one of {INIT_SCHEMES}",
@@ -119,6 +122,9 @@ class AutoNLModule(ClassifierModule):
         self.warmup_steps = round(self.cfg.warmup_fraction * self.trainer.estimated_stepping_batches)
         if not self.history:
             self._record(0)
+
+    def lr_scaled_parameters(self) -> tuple[list[torch.nn.Parameter], float]:
+        return self.model.thresholds(), self.cfg.threshold_lr_scale
 
     def lam(self, step: int) -> float:
         return 0.0 if step < self.warmup_steps else self.cfg.lam

@@ -482,6 +482,10 @@ class SuperkernelNet(Network):
             total = total + multilinear(getattr(self, f"table{i}"), [d[b] for b in s.bits])
         return total
 
+    def thresholds(self) -> list[nn.Parameter]:
+        """Every decision's threshold (the architecture parameters)."""
+        return [p for name, p in self.named_parameters() if name.rsplit(".", 1)[-1].startswith("t_")]
+
     @torch.no_grad()
     def decisions(self) -> list[dict[str, torch.Tensor]]:
         """Every layer's hard decisions outside training (LightNL from the EMA distances)."""
