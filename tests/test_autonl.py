@@ -294,6 +294,24 @@ def test_autonl_smoke_end_to_end(smoke_search, run_entry, tmp_path):
     trained = run_entry("nas.train", tmp_path, *cmd[3:], "budget=smoke", "export_onnx=false",
                         run_dir="train")
     assert trained.returncode == 0, trained.stderr[-3000:]
+    # The threshold-gradient probe reads the run's checkpoint and config.
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    def probe(path):
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "autonl_gradients.py"),
+                               str(path), "--batches", "2"], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+
+    r = probe(run / "checkpoints" / "last.ckpt")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {line.split()[0] for line in r.stdout.splitlines()[2:]} >= {"t_kernel", "t_keep",
+                                                                       "t_insert"}
+    bad = probe(tmp_path / "train" / "checkpoints" / "last.ckpt")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")
 
 
 def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
