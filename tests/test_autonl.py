@@ -402,3 +402,28 @@ def test_bench_autonl_times_both_networks(tmp_path):
     data = json.loads(out.read_text())
     assert set(data["results"]) == {"search", "largest"} and data["ratio"] > 0
     assert "target <= 1.5x" in r.stdout
+
+
+@pytest.mark.parametrize("name, params", [("autonl_s", 4_389_350), ("autonl_l", 5_580_336)])
+def test_the_published_networks_are_points_of_the_space(name, params):
+    """AutoNL-S and AutoNL-L (the authors' configs, in the zoo) are decision vectors of the
+    full-width space: per stage their blocks, then skipped layers."""
+    from nas.arch.zoo import get_spec
+
+    published = get_spec(name)
+    space = autonl_space()
+    blocks = published.blocks[1:]          # after the fixed first block
+    choices, k = [], 0
+    for s in space.slots:
+        b = blocks[k] if k < len(blocks) else None
+        if s.skippable and (b is None or b.out != s.out):   # the stage has fewer blocks
+            choices.append(LayerChoice(True, 3, 3.0, None, None))
+            continue
+        k += 1
+        choices.append(LayerChoice(False, b.kernel, b.expansion,
+                                   b.se.reduce if b.se else None,
+                                   (b.lightnl.ratio, b.lightnl.stride) if b.lightnl else None))
+    assert k == len(blocks)
+    spec = space.to_spec(space.vector(choices))
+    assert spec.blocks == published.blocks and spec.head == published.head
+    assert count(spec).params == params

@@ -30,8 +30,10 @@ from torch import nn
 
 from nas.arch.builder import build_block, build_head, build_stem
 from nas.arch.shapes import conv_out
-from nas.arch.spec import ChainSpec, InvertedResidualSpec, LightNLSpec, SESpec
+from nas.arch.spec import (BatchNormSpec, ChainSpec, ConvSpec, HeadSpec, InvertedResidualSpec,
+                           LightNLSpec, SESpec)
 from nas.arch.validate import validate
+from nas.arch.widths import make_divisible
 from nas.ops.layers import ConvBNAct, Norm, init_weights, make_norm
 from nas.ops.lightnl import nonlocal_product
 from nas.ops.network import Network
@@ -195,9 +197,6 @@ def autonl_space(*, width: float = 1.0, stem_stride: int = 2, num_classes: int =
                  init: str = "tf_mnas", se: bool = True, lightnl: bool = True) -> SuperkernelSpace:
     """AutoNL's search space at `width` (widths rounded to multiples of 8; the 1280-wide head
     is not scaled, as in the official code)."""
-    from nas.arch.spec import BatchNormSpec, ConvSpec, HeadSpec
-    from nas.arch.widths import make_divisible
-
     def w(c: int) -> int:
         return make_divisible(c * width)
 
