@@ -237,6 +237,13 @@ def _identity(v: torch.Tensor) -> torch.Tensor:
     return v
 
 
+def tail_mask(n: int, head: int, value: torch.Tensor) -> torch.Tensor:
+    """A length-n channel mask: 1 for the first `head` channels, `value` (an indicator) for
+    the rest. Multiplying by it keeps a tensor's memory layout, where concatenating slices
+    along the channels would turn channels-last tensors into NCHW."""
+    return torch.cat([value.new_ones(head), value.expand(n - head)])
+
+
 class LightNLChoice(nn.Module):
     """A LightNL block whose insertion, channel ratio and spatial stride are searched.
 
@@ -327,7 +334,7 @@ class LightNLChoice(nn.Module):
         theta = x[:, :big]
         if "nl_small" in d:   # the extra channels of the larger ratio, kept when not small
             small = self.keeps[0]
-            theta = torch.cat([theta[:, :small], (1 - d["nl_small"]) * theta[:, small:]], 1)
+            theta = theta * tail_mask(big, small, 1 - d["nl_small"]).view(1, -1, 1, 1)
         theta = theta.flatten(2).transpose(1, 2)                      # B, N, c
 
         def product(stride: int) -> torch.Tensor:
@@ -376,11 +383,10 @@ class SuperkernelLayer(nn.Module):
         ring = w * self.ring
         d = {"k5": drop(indicator(ring.norm() - self.t_kernel))}
         w = w - ring + d["k5"] * ring
-        first, second = w[:self.half], w[self.half:]
-        d["e6"] = drop(indicator(second.norm() - self.t_expand))
+        d["e6"] = drop(indicator(w[self.half:].norm() - self.t_expand))
         if self.t_keep is not None:
-            d["keep"] = drop(indicator(first.norm() - self.t_keep))
-        return torch.cat([first, d["e6"] * second]), d
+            d["keep"] = drop(indicator(w[:self.half].norm() - self.t_keep))
+        return w * tail_mask(self.hidden, self.half, d["e6"]).view(-1, 1, 1, 1), d
 
     def _se_decisions(self, drop: Callable) -> dict[str, torch.Tensor]:
         """SE on/off from the norm of the smaller SE's reduce weights, and the larger SE
@@ -415,12 +421,12 @@ class SuperkernelLayer(nn.Module):
         h = self.expand(x)
         h = F.conv2d(h, weight, None, self.slot.stride, 2, 1, self.hidden)
         h = self.dw[2](self.dw[1](h))
-        h = torch.cat([h[:, :self.half], d["e6"] * h[:, self.half:]], 1)
+        h = h * tail_mask(self.hidden, self.half, d["e6"]).view(1, -1, 1, 1)
         if "se" in d:
             s = self.se_reduce(h.mean((2, 3), keepdim=True))
             if "se_big" in d:
                 small = self.slot.se_reduce[0]
-                s = torch.cat([s[:, :small], d["se_big"] * s[:, small:]], 1)
+                s = s * tail_mask(s.shape[1], small, d["se_big"]).view(1, -1, 1, 1)
             h = h * (1 - d["se"] + d["se"] * torch.sigmoid(self.se_expand(s)))
         z = self.project(h)
         if self.lightnl is not None:
