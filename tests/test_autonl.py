@@ -427,3 +427,18 @@ def test_the_published_networks_are_points_of_the_space(name, params):
     spec = space.to_spec(space.vector(choices))
     assert spec.blocks == published.blocks and spec.head == published.head
     assert count(spec).params == params
+
+
+def test_demo_recipe_of_searched_networks_recalibrates_bn():
+    """conf/recipe/demo/autonl_s.yaml (what a searched arch.yaml trains with at the demo
+    budget) sets the train config's own bn_recalibration_steps; the command line still wins."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.train import CONF_DIR
+
+    base = ["arch=mobilenetv2_035", "recipe=demo/autonl_s"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        assert compose("train", overrides=base).bn_recalibration_steps == 16
+        assert compose("train", overrides=[*base, "bn_recalibration_steps=2"]
+                       ).bn_recalibration_steps == 2
+        assert compose("train", overrides=["arch=mobilenetv2_035"]).bn_recalibration_steps == 0
