@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 
 from nas.arch import io
-from nas.arch.shapes import conv_out
+from nas.arch.shapes import conv_out, iter_blocks
 from nas.arch.spec import INIT_SCHEMES
 from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
 from nas.classifier import ClassifierModule, NonFiniteLoss
@@ -242,14 +242,12 @@ def plot_decisions(history: list[dict], cost_name: str, path: Path) -> None:
     save_figure(fig, path)
 
 
-def lightnl_by_stage(space: SuperkernelSpace, spec) -> dict[str, int]:
+def lightnl_by_stage(spec) -> dict[str, int]:
     """LightNL blocks of the exported network per resolution stage ("56x56": count)."""
     out: dict[str, int] = {}
-    hw = conv_out(space.template.input_size, space.template.stem.stride)
-    for b in spec.blocks:
-        hw = conv_out(hw, b.stride)
+    for _, b, _, hw in iter_blocks(spec):
         if getattr(b, "lightnl", None) is not None:
-            key = f"{hw}x{hw}"
+            key = f"{conv_out(hw, b.stride)}x{conv_out(hw, b.stride)}"
             out[key] = out.get(key, 0) + 1
     return out
 
@@ -311,7 +309,7 @@ def _search(cfg: AutoNLConfig, ctx: SearchContext) -> SearchResult | None:
         "largest_macs": largest.macs, "largest_lightnl_macs": largest.extra_macs,
         "blocks": len(exported.spec.blocks),
         "lightnl_blocks": sum(b.lightnl is not None for b in exported.spec.blocks),
-        "lightnl_by_stage": lightnl_by_stage(space, exported.spec),
+        "lightnl_by_stage": lightnl_by_stage(exported.spec),
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "fit_seconds": round(seconds, 1),
     }

@@ -14,22 +14,24 @@ from torch import nn
 from nas.ops.layers import Norm
 
 
+def association_macs(n: int, n_sub: int, c: int, ch: int) -> tuple[int, int]:
+    """MACs of theta phi g for theta (N x c), phi (c x N'), g (N' x C) in the two orders:
+    (theta phi) g and theta (phi g). The official code takes the first when it is cheaper."""
+    return n * n_sub * c + n * n_sub * ch, c * n_sub * ch + n * c * ch
+
+
 def lightnl_matmul_macs(ch: int, ratio: float, stride: int, h: int, w: int) -> int:
     """MACs of the two matrix products, in the cheaper order (as the block computes them)."""
-    c = int(ratio * ch)
-    n = h * w
     n_sub = ((h - 1) // stride + 1) * ((w - 1) // stride + 1)
-    affinity_first = n * n_sub * c + n * n_sub * ch
-    context_first = c * n_sub * ch + n * c * ch
-    return min(affinity_first, context_first)
+    return min(association_macs(h * w, n_sub, int(ratio * ch), ch))
 
 
 def nonlocal_product(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """theta phi g for theta (B, N, c), phi (B, c, N'), g (B, N', C), associated as the
-    official code does: (theta phi) g when N N' (c + C) < c N' C + N c C, else theta (phi g)."""
-    n, c = theta.shape[1], theta.shape[2]
-    n_sub, ch = g.shape[1], g.shape[2]
-    if n * n_sub * (c + ch) < c * n_sub * ch + n * c * ch:
+    official code does: (theta phi) g when that is cheaper, else theta (phi g)."""
+    affinity_first, context_first = association_macs(theta.shape[1], g.shape[1],
+                                                     theta.shape[2], g.shape[2])
+    if affinity_first < context_first:
         return torch.matmul(torch.matmul(theta, phi), g)
     return torch.matmul(theta, torch.matmul(phi, g))
 

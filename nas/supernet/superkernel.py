@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch.builder import build_block, build_head, build_stem
-from nas.arch.shapes import conv_out
+from nas.arch.shapes import conv_out, iter_blocks
 from nas.arch.spec import (BatchNormSpec, ChainSpec, ConvSpec, HeadSpec, InvertedResidualSpec,
                            LightNLSpec, SESpec)
 from nas.arch.validate import validate
@@ -457,7 +457,7 @@ class SuperkernelNet(Network):
         norm = make_norm(t.bn.eps, t.bn.momentum)
         self.stem = build_stem(t)
         self.fixed = nn.Sequential(*[build_block(t, b, cin, i) for i, b, cin, _ in
-                                     _fixed_blocks(t)])
+                                     iter_blocks(t)])
         self.layers = nn.ModuleList(SuperkernelLayer(s, act=space.act, norm=norm,
                                                      nl_momentum=nl_momentum)
                                     for s in space.slots)
@@ -516,13 +516,6 @@ class SuperkernelNet(Network):
         return recalibrate_bn(self, batches, steps, device)
 
 
-def _fixed_blocks(t: ChainSpec):
-    cin, hw = t.stem.out, conv_out(t.input_size, t.stem.stride)
-    for i, b in enumerate(t.blocks):
-        yield i, b, cin, hw
-        cin, hw = b.out, conv_out(hw, b.stride)
-
-
 @dataclass(frozen=True)
 class CostModel:
     """What the search minimises: the cost of the parts no decision changes (stem, fixed
@@ -542,7 +535,7 @@ def macs_model(space: SuperkernelSpace) -> CostModel:
 
     t = space.template
     fixed = _macs(stem_cost(t)) + sum(_macs(block_cost(b, cin, hw))
-                                      for _, b, cin, hw in _fixed_blocks(t))
+                                      for _, b, cin, hw in iter_blocks(t))
     last = space.slots[-1]
     fixed += _macs(head_cost(t, last.out, conv_out(last.hw, last.stride)))
     return CostModel(fixed, lambda block, cin, hw: _macs(block_cost(block, cin, hw)))
