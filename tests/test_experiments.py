@@ -39,3 +39,7 @@ def test_paper_overlays_set_the_papers_scale():
         cfg = compose("search", overrides=["+experiment=moga_imagenet", "data.root=/d"])
         assert (cfg.method.nsga.pop_size, cfg.method.nsga.generations) == (70, 120)
         assert (cfg.method.width, cfg.budget.epochs, cfg.trainer.strategy) == (1.0, 32, "ddp")
+        cfg = compose("search", overrides=["+experiment=rexnet_cifar100_d", "data.root=/d"])
+        assert (cfg.method.candidates, cfg.method.repeats, cfg.budget.epochs) == (200, 3, 30)
+        assert (cfg.method.space.depth, cfg.method.constraints.params) == (13, 3.0e6)
+        assert cfg.data.name == "cifar100"

@@ -1,0 +1,203 @@
+"""ReXNet's channel-configuration search (specs 2.5; paper section 4): sample N channel
+configurations under the params and FLOPs constraints, train each R times for a short
+budget, rank them by mean accuracy and report the top, middle and bottom 10 %.
+
+No supernet: every candidate is a stand-alone `python -m nas.train` run. The trainings are
+one Hydra multirun (nas.search.sweep) through the launcher `method.launcher`, so the same
+search trains its candidates one after another (basic), in parallel on this machine
+(joblib) or as one cluster job each (slurm). A killed search continues with `resume_dir=`:
+finished trainings are skipped, unfinished ones run again from their start (same seed).
+
+Candidates are ranked by the mean final validation top-1 of their repeats (the paper ranks
+by CIFAR accuracy; the test split is only reported). Repeat r of a search with seed s trains
+with seed s * R + r.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+from nas.arch import io
+from nas.config import ConfigError, require
+from nas.data import make_datamodule
+from nas.files import write_text_atomic
+from nas.methods.base import Method, SearchContext, SearchResult
+from nas.methods.rexnet_report import GROUPS, plot_channels, summarize, write_csv
+from nas.methods.rexnet_space import ChannelSpace, Constraints, SpaceConfig, nonlinearity
+from nas.search.sweep import TrainJob, group_overrides, hydra_value, run_sweep
+
+CSV_COLUMNS = ("id", "widths", "breakpoints", "a", "b", "params", "macs", "fill",
+               "nonlinearity")
+
+
+@dataclass
+class ReXNetConfig:
+    name: str = "rexnet"
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    constraints: Constraints = field(default_factory=Constraints)
+    candidates: int = 200         # configurations trained (the paper: 200 per search)
+    repeats: int = 3              # trainings per candidate, accuracy averaged (the paper: 3)
+    group_fraction: float = 0.1   # top / middle / bottom group size (the paper: 10 %)
+    # The candidates' training: an `optim` config of conf/optim and more `nas.train`
+    # overrides (optim.*, trainer.*, hydra.launcher.*); epochs come from the budget.
+    optim: str = "sgd_cosine"
+    train_overrides: list[str] = field(default_factory=list)
+    launcher: str = "joblib"      # a hydra/launcher choice: basic | joblib | slurm
+    jobs: Optional[int] = None    # joblib: parallel trainings (null: one per CPU core)
+
+    def __post_init__(self) -> None:
+        require(self.candidates >= 1, "candidates", "an integer >= 1", self.candidates)
+        require(self.repeats >= 1, "repeats", "an integer >= 1", self.repeats)
+        require(0.0 < self.group_fraction <= 1 / 3, "group_fraction", "a fraction in (0, 1/3]",
+                self.group_fraction)
+        require(bool(self.launcher) and "/" not in self.launcher, "launcher",
+                "a hydra/launcher config name (basic, joblib, slurm)", self.launcher)
+        require(self.jobs is None or (self.launcher == "joblib" and self.jobs >= 1), "jobs",
+                "null, or an integer >= 1 with launcher joblib", self.jobs)
+        require(all(isinstance(o, str) and "=" in o for o in self.train_overrides),
+                "train_overrides", "a list of Hydra overrides key=value", self.train_overrides)
+
+
+class ReXNetSearch(Method):
+    Config = ReXNetConfig
+    recipe = None    # the paper trains searched configurations only in the sweep itself
+
+    def search(self, ctx: SearchContext) -> Optional[SearchResult]:
+        cfg = self.cfg
+        datamodule = make_datamodule(ctx.data)
+        datamodule.setup("fit")      # a bad data path fails here, before any training
+        space = ChannelSpace(cfg.space, cfg.constraints, num_classes=datamodule.num_classes,
+                             input_size=datamodule.input_size,
+                             in_channels=datamodule.in_channels)
+        candidates, draws = space.sample(cfg.candidates, ctx.seed)
+        console = Console(stderr=True)
+        console.print(f"ReXNet search: {cfg.candidates} candidates kept of {sum(draws.values())} "
+                      f"draws ({draws}), {cfg.repeats} trainings each, launcher "
+                      f"{cfg.launcher}")
+        rows, jobs = [], []
+        for k, cand in enumerate(candidates):
+            cid = f"c{k:03d}"
+            widths = cand.widths()
+            arch_path = self._write_candidate(space, widths, ctx.run_dir / "candidates", cid)
+            cost = space.cost(widths)
+            rows.append({"id": cid, "widths": widths, "breakpoints": list(cand.breakpoints),
+                         "a": round(cand.a, 4), "b": round(cand.b, 4), "params": cost.params,
+                         "macs": cost.macs, "fill": round(cfg.constraints.fill(cost), 4),
+                         "nonlinearity": round(nonlinearity(widths), 4)})
+            jobs += [TrainJob(f"{cid}_r{r}", arch_path, ctx.seed * cfg.repeats + r)
+                     for r in range(cfg.repeats)]
+
+        def report(name: str, metrics: dict, done: int, total: int) -> None:
+            console.print(f"[{done}/{total}] {name}: val top-1 "
+                          f"{100 * metrics['final_val_top1']:.1f} % "
+                          f"({metrics['fit_seconds']:.0f} s)")
+
+        results = run_sweep(ctx.run_dir / "trainings", jobs, launcher=cfg.launcher,
+                            overrides=self._overrides(ctx), report=report)
+        return self._result(ctx, space, rows, results, draws)
+
+    @staticmethod
+    def _write_candidate(space: ChannelSpace, widths: list[int], folder: Path,
+                         cid: str) -> Path:
+        """candidates/<id>.yaml; a resumed search must sample the very same candidate."""
+        path = folder / f"{cid}.yaml"
+        text = io.dumps(space.to_spec(widths, name=f"rexnet_{cid}"))
+        if path.is_file() and path.read_text() != text:
+            raise ConfigError(f"{path}: differs from candidate {cid} sampled now from the "
+                              f"run's config and seed; expected the file this search wrote")
+        if not path.is_file():
+            write_text_atomic(path, text)
+        return path
+
+    def _overrides(self, ctx: SearchContext) -> list[str]:
+        """The search's data, budget and trainer for every candidate training (data.seed
+        follows each training's seed), CSV logs, no ONNX export, then method overrides."""
+        cfg = self.cfg
+        out = [f"data={ctx.data_choice}", *group_overrides("data", ctx.data, skip=("seed",)),
+               *group_overrides("budget", ctx.budget),
+               *group_overrides("trainer", ctx.trainer, skip=("enable_progress_bar",)),
+               "trainer.enable_progress_bar=false", "logger=csv", "export_onnx=false",
+               f"optim={cfg.optim}"]
+        if cfg.jobs is not None:
+            out.append(f"hydra.launcher.n_jobs={hydra_value(cfg.jobs)}")
+        return out + list(cfg.train_overrides)
+
+    def _result(self, ctx: SearchContext, space: ChannelSpace, rows: list[dict],
+                results: dict[str, dict], draws: dict[str, int]) -> SearchResult:
+        cfg = self.cfg
+        for row in rows:
+            runs = [results[f"{row['id']}_r{r}"] for r in range(cfg.repeats)]
+            vals = [m["final_val_top1"] for m in runs]
+            for r, v in enumerate(vals):
+                row[f"val_r{r}"] = round(v, 5)
+            row["accuracy"] = sum(vals) / len(vals)
+            row["test_top1"] = sum(m["test_top1"] for m in runs) / len(runs)
+        report = summarize(rows, cfg.group_fraction)
+        report["draws"] = draws
+        for name in GROUPS:
+            for i in report["groups"][name]["ids"]:
+                next(r for r in rows if r["id"] == i)["group"] = name
+        ranked = sorted(rows, key=lambda r: (-r["accuracy"], r["id"]))
+        for rank, row in enumerate(ranked, 1):
+            row["rank"] = rank
+            row["accuracy"] = round(row["accuracy"], 5)
+            row["test_top1"] = round(row["test_top1"], 5)
+        columns = [*CSV_COLUMNS, *(f"val_r{r}" for r in range(cfg.repeats)), "accuracy",
+                   "test_top1", "rank", "group"]
+        run_dir = ctx.run_dir
+        csv_path = write_csv(rows, columns, run_dir / "candidates.csv")
+        report_path = write_text_atomic(run_dir / "report.json",
+                                        json.dumps(report, indent=1) + "\n")
+        c = cfg.constraints
+        plot_path = plot_channels(
+            report, run_dir / "channels.png",
+            f"ReXNet channel search: {len(rows)} candidates x {cfg.repeats}, params ~ "
+            f"{c.params / 1e6:.3g} M, MACs ~ {c.macs / 1e6:.3g} M")
+        _print_report(report, cfg.repeats)
+        best = ranked[0]
+        metrics = {
+            "accuracy": best["accuracy"], "test_top1": best["test_top1"],
+            "widths": best["widths"], "params": best["params"], "macs": best["macs"],
+            "candidates": len(rows), "trainings": len(results), "draws": draws,
+            "spearman": report["spearman"],
+            "groups": {g: {"accuracy": report["groups"][g]["accuracy"]["mean"],
+                           "nonlinearity": report["groups"][g]["nonlinearity"]["mean"]}
+                       for g in GROUPS},
+        }
+        return SearchResult(arch=space.to_spec(best["widths"], name="rexnet_searched"),
+                            metrics=metrics,
+                            artifacts={"candidates": csv_path, "report": report_path,
+                                       "channels": plot_path})
+
+
+def _print_report(report: dict, repeats: int) -> None:
+    """The paper's Table 3 rows for this search."""
+    from rich.table import Table
+
+    table = Table(title=f"ReXNet search: {report['candidates']} candidates, {repeats} "
+                        f"trainings each (val top-1)")
+    for col in ("group", "accuracy %", "params (M)", "MACs (M)", "nonlinearity"):
+        table.add_column(col)
+    for name in GROUPS:
+        g = report["groups"][name]
+        table.add_row(f"{name} {len(g['ids'])}",
+                      f"{100 * g['accuracy']['mean']:.2f} +- {100 * g['accuracy']['std']:.2f}",
+                      f"{g['params']['mean'] / 1e6:.3f} +- {g['params']['std'] / 1e6:.3f}",
+                      f"{g['macs']['mean'] / 1e6:.2f} +- {g['macs']['std'] / 1e6:.2f}",
+                      f"{g['nonlinearity']['mean']:.3f} +- {g['nonlinearity']['std']:.3f}")
+    console = Console(stderr=True)
+    console.print(table)
+    rho = report["spearman"]
+    fmt = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
+    console.print(f"Spearman correlation of accuracy with nonlinearity "
+                  f"{fmt(rho['nonlinearity'])}, with first / last width "
+                  f"{fmt(rho['first_over_last'])}")
+    for key in ("best", "worst"):
+        m = report[key]
+        console.print(f"{key}: {'-'.join(map(str, m['widths']))} "
+                      f"({100 * m['accuracy']:.2f} %)")
