@@ -15,6 +15,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _run_entry(module, tmp_path, *overrides, run_dir="run", logger="none", pythonpath=()):
     """`python -m <module> <overrides>` as a user runs it (quiet logging, run dir under tmp;
     `pythonpath`: more import roots, such as a method kept outside the repository)."""

@@ -3,7 +3,6 @@ reproduces the reported accuracy), resuming a shrunk run, the lambda sweep, bad 
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
@@ -183,10 +183,7 @@ def test_resume_refuses_a_checkpoint_of_another_search(atomnas_smoke, tmp_path):
 
 
 def test_bench_atomnas_runs_and_reports_the_ratio(capsys):
-    spec = importlib.util.spec_from_file_location("bench_atomnas",
-                                                  REPO / "scripts" / "bench_atomnas.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_atomnas")
     rc = bench.main(["--epochs", "2", "--train-batches", "2", "--lam-scale", "3000",
                      "--max-ratio", "100", "--repeats", "2"])
     out = capsys.readouterr().out

@@ -1,7 +1,6 @@
 """scripts/rank_fidelity.py: its Kendall tau-b on hand-worked examples, and a tiny run end to
 end (train a supernet, score, train stand-alone, write the JSON; reload the supernet)."""
 
-import importlib.util
 import json
 import math
 import os
@@ -11,19 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "rank_fidelity.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("rank_fidelity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tau_b = _script().kendall_tau_b
+tau_b = load_script("rank_fidelity").kendall_tau_b
 
 
 def test_tau_b_without_ties():
@@ -107,7 +100,7 @@ def test_ladder_sampling_spans_the_cost_range():
     from nas.cost import count
     from nas.methods.moga import moga_space
 
-    script = _script()
+    script = load_script("rank_fidelity")
     space = moga_space(width=0.25, stem_stride=2, num_classes=10, input_size=32)
     ladders = script.choice_ladders(space)
     assert all(sorted(l) == list(range(12)) for l in ladders)

@@ -245,14 +245,33 @@ def test_hydra_values_stay_text():
     assert hydra_value(0.5) == "0.5" and hydra_value(3) == "3"
 
 
-def test_a_failed_candidate_training_is_one_line_and_exit_2(tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "nas.search", "method=rexnet", "budget=smoke",
-         "method.candidates=1", "method.repeats=1", "method.group_fraction=0.3",
-         "method.train_overrides=[optim.lr=-1]", f"hydra.run.dir={run}"],
-        cwd=REPO, env=_search_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: the candidate trainings stopped") and "optim.lr" in line
-    assert "sweep.log" in line and not (run / "result.json").exists()
+def test_a_failed_multirun_is_one_error_naming_its_log(tmp_path):
+    from nas.arch import io
+    from nas.search.sweep import SweepFailed, TrainJob, run_sweep
+
+    arch = tmp_path / "c000.yaml"
+    io.save(_space(_setting("a")).to_spec(TABLE3_BEST["a"]), arch)
+    with pytest.raises(SweepFailed) as info:
+        run_sweep(tmp_path / "trainings", [TrainJob("c000_r0", arch, 0)], launcher="basic",
+                  overrides=["optim=no_such_recipe"], env={"PYTHONPATH": str(REPO)})
+    message = str(info.value)
+    assert message.startswith("the candidate trainings stopped (exit status 2) with 1 of 1")
+    assert "no_such_recipe" in message and "sweep.log" in message
+    assert "\n" not in message
+    job = (tmp_path / "trainings" / ".jobs" / "sweep_job" / "c000_r0.yaml").read_text()
+    assert job.startswith("# @package _global_") and '"seed": 0' in job
+
+
+def test_train_command_keeps_the_searchs_split():
+    """The demo ranks candidates on a 30 % validation split; its result must train on that
+    split too, or its test images would include images the search ranked on."""
+    from pathlib import Path
+
+    from nas.data.embedded import EmbeddedConfig
+    from nas.search.runner import train_command
+
+    plain = train_command(Path("/r/arch.yaml"), "embedded", EmbeddedConfig())
+    assert plain == "python -m nas.train arch=file arch.path=/r/arch.yaml data=embedded"
+    split = train_command(Path("/r/arch.yaml"), "embedded",
+                          EmbeddedConfig(val_fraction=0.3, test_fraction=0.1))
+    assert split.endswith("data=embedded data.val_fraction=0.3 data.test_fraction=0.1")

@@ -1,7 +1,6 @@
 """scripts/rexnet_rank_study.py: the rank ratio on matrices of known rank, the layers' rank in
 the linear and nonlinear case, and a tiny run of the CLI end to end."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,19 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "rexnet_rank_study.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("rexnet_rank_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rs = _script()
+rs = load_script("rexnet_rank_study")
 
 
 def test_rank_of_a_product_is_its_inner_dimension():

@@ -45,10 +45,13 @@ def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
     root = getattr(data, "root", None)
     if root and data_choice not in ("embedded", "digits"):
         args.append(f"data.root={root}")
-    # A search at another input size (DARTS's demo: 16x16) trains its result at that size.
-    size = {f.name: f.default for f in dataclasses.fields(data)}.get("input_size")
-    if size is not None and getattr(data, "input_size", size) != size:
-        args.append(f"data.input_size={data.input_size}")
+    # A search at another input size (DARTS's demo: 16x16) trains its result at that size,
+    # and one with another split (ReXNet's demo) on the same split, so that the test images
+    # stay ones the search never ranked candidates on.
+    defaults = {f.name: f.default for f in dataclasses.fields(data)}
+    for key in ("input_size", "val_fraction", "test_fraction", "data_seed"):
+        if key in defaults and getattr(data, key) != defaults[key]:
+            args.append(f"data.{key}={getattr(data, key)}")
     return " ".join(shlex.quote(a) for a in args)
 
 
