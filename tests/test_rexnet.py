@@ -3,11 +3,8 @@ report's grouping, and the search end to end (smoke), resumed and trained."""
 
 import csv
 import json
-import os
 import shlex
 import shutil
-import subprocess
-import sys
 
 import pytest
 from omegaconf import OmegaConf
@@ -145,21 +142,14 @@ def test_groups_of_a_hand_made_table():
     assert rank_groups([0.5, 0.5, 0.5], 0.1) == {"top": [0], "middle": [1], "bottom": [2]}
 
 
-def _search_env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, run_entry):
     """`nas.search method=rexnet budget=smoke` with two parallel joblib trainings."""
-    run = tmp_path_factory.mktemp("rexnet") / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "nas.search", "method=rexnet", "budget=smoke",
-         "method.candidates=3", "method.launcher=joblib", "method.jobs=2",
-         f"hydra.run.dir={run}"],
-        cwd=REPO, env=_search_env(), capture_output=True, text=True, timeout=600)
+    tmp = tmp_path_factory.mktemp("rexnet")
+    proc = run_entry("nas.search", tmp, "method=rexnet", "budget=smoke", "method.candidates=3",
+                     "method.launcher=joblib", "method.jobs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return run, proc.stdout + proc.stderr
+    return tmp / "run", proc.stdout + proc.stderr
 
 
 def _csv(path):
@@ -195,13 +185,12 @@ def test_smoke_search_writes_its_outputs(smoke_run):
     assert "python -m nas.train arch=file" in out and "top 1" in out
 
 
-def test_smoke_result_trains_with_the_printed_command(smoke_run, tmp_path):
+def test_smoke_result_trains_with_the_printed_command(smoke_run, tmp_path, run_entry):
     run, _ = smoke_run
     command = json.loads((run / "result.json").read_text())["train_command"]
-    args = shlex.split(command)[1:] + ["budget=smoke", "export_onnx=false", "logger=csv",
-                                       f"hydra.run.dir={tmp_path / 'train'}"]
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=_search_env(),
-                          capture_output=True, text=True, timeout=300)
+    args = shlex.split(command)[3:]     # after "python -m nas.train"
+    proc = run_entry("nas.train", tmp_path, *args, "budget=smoke", "export_onnx=false",
+                     run_dir="train")
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     widths = json.loads((run / "result.json").read_text())["widths"]
@@ -210,7 +199,7 @@ def test_smoke_result_trains_with_the_printed_command(smoke_run, tmp_path):
     assert len(widths) == 5
 
 
-def test_resume_skips_finished_trainings(smoke_run, tmp_path):
+def test_resume_skips_finished_trainings(smoke_run, tmp_path, run_entry):
     """A killed search: result.json not yet written, one training unfinished (its
     directory without metrics.json). The resume trains only that one again, sets the
     partial directory aside and ends with the uninterrupted run's table."""
@@ -221,18 +210,14 @@ def test_resume_skips_finished_trainings(smoke_run, tmp_path):
     (copy / "candidates.csv").unlink()
     (copy / "trainings" / "c002_r1" / "metrics.json").unlink()
     kept = {p: p.stat().st_mtime_ns for p in (copy / "trainings").glob("c00[01]_r*/metrics.json")}
-    proc = subprocess.run([sys.executable, "-m", "nas.search", f"resume_dir={copy}"],
-                          cwd=REPO, env=_search_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = run_entry("nas.search", tmp_path, f"resume_dir={copy}", run_dir="resumer")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[6/6] c002_r1" in proc.stderr and "c000_r0" not in proc.stderr.split("draws")[-1]
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert (copy / "trainings" / ".interrupted" / "c002_r1.0" / "checkpoints").is_dir()
     assert _csv(copy / "candidates.csv") == _csv(run / "candidates.csv")
     # a finished search is never written into again
-    again = subprocess.run([sys.executable, "-m", "nas.search", f"resume_dir={copy}"],
-                           cwd=REPO, env=_search_env(), capture_output=True, text=True,
-                           timeout=300)
+    again = run_entry("nas.search", tmp_path, f"resume_dir={copy}", run_dir="resumer2")
     assert again.returncode == 2 and "finished search" in again.stderr
 
 

@@ -27,7 +27,7 @@ from nas.config import ConfigError, require
 from nas.data import make_datamodule
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
-from nas.methods.rexnet_report import GROUPS, plot_channels, summarize, write_csv
+from nas.methods.rexnet_report import GROUPS, plot_channels, ranking, summarize, write_csv
 from nas.methods.rexnet_space import ChannelSpace, Constraints, SpaceConfig, nonlinearity
 from nas.search.sweep import TrainJob, group_overrides, hydra_value, run_sweep
 
@@ -139,11 +139,13 @@ class ReXNetSearch(Method):
             row["test_top1"] = sum(m["test_top1"] for m in runs) / len(runs)
         report = summarize(rows, cfg.group_fraction)
         report["draws"] = draws
+        by_id = {row["id"]: row for row in rows}
         for name in GROUPS:
-            for i in report["groups"][name]["ids"]:
-                next(r for r in rows if r["id"] == i)["group"] = name
-        ranked = sorted(rows, key=lambda r: (-r["accuracy"], r["id"]))
-        for rank, row in enumerate(ranked, 1):
+            for cid in report["groups"][name]["ids"]:
+                by_id[cid]["group"] = name
+        order = ranking([row["accuracy"] for row in rows])
+        for rank, i in enumerate(order, 1):
+            row = rows[i]
             row["rank"] = rank
             row["accuracy"] = round(row["accuracy"], 5)
             row["test_top1"] = round(row["test_top1"], 5)
@@ -159,7 +161,7 @@ class ReXNetSearch(Method):
             f"ReXNet channel search: {len(rows)} candidates x {cfg.repeats}, params ~ "
             f"{c.params / 1e6:.3g} M, MACs ~ {c.macs / 1e6:.3g} M")
         _print_report(report, cfg.repeats)
-        best = ranked[0]
+        best = rows[order[0]]
         metrics = {
             "accuracy": best["accuracy"], "test_top1": best["test_top1"],
             "widths": best["widths"], "params": best["params"], "macs": best["macs"],

@@ -17,12 +17,17 @@ GROUPS = ("top", "middle", "bottom")
 COLOURS = {"top": "tab:red", "middle": "tab:blue", "bottom": "tab:green"}  # the paper's
 
 
+def ranking(accuracies: Sequence[float]) -> list[int]:
+    """Candidate indices by accuracy, highest first; ties by index."""
+    return sorted(range(len(accuracies)), key=lambda i: (-accuracies[i], i))
+
+
 def rank_groups(accuracies: Sequence[float], fraction: float) -> dict[str, list[int]]:
-    """Indices of the top, middle and bottom `fraction` of candidates by accuracy (highest
-    first; ties by index). Middle starts at rank floor(n / 2): "the models between top-50 %
-    and 60 %". Each group holds max(1, round(n * fraction)) candidates."""
+    """Indices of the top, middle and bottom `fraction` of candidates in `ranking` order.
+    Middle starts at rank floor(n / 2): "the models between top-50 % and 60 %". Each group
+    holds max(1, round(n * fraction)) candidates."""
     n = len(accuracies)
-    order = sorted(range(n), key=lambda i: (-accuracies[i], i))
+    order = ranking(accuracies)
     size = max(1, int(round(n * fraction)))
     mid = n // 2
     return {"top": order[:size], "middle": order[mid:mid + size], "bottom": order[n - size:]}
