@@ -3,17 +3,25 @@
 `check(schema, cfg, "data")` merges a Hydra/OmegaConf node onto the schema (types are
 checked by OmegaConf) and instantiates it (ranges are checked in __post_init__); any
 failure becomes one ConfigError line naming the key and what was expected.
+
+`CONF_DIR` is where every entry point finds the Hydra configs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
+
+# The configs inside the package, so that a clone, an editable install and an installed wheel
+# all find them here: in a checkout nas/conf links to the repository's conf/ (whose
+# experiment/ links to experiments/); a wheel holds copies (pyproject's package-data).
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 class ConfigError(ValueError):

@@ -20,9 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nas.cli import exit_on_unknown_choice
-from nas.config import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from nas.config import CONF_DIR, ConfigError
 
 
 def searched_recipe(arch_path: str, budget: str) -> str | None:

@@ -18,10 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
 from nas.arch.spec import ArchSpec
+from nas.config import CONF_DIR
 from nas.data import LoaderConfig
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass

@@ -20,11 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nas.cli import exit_on_unknown_choice
+from nas.config import CONF_DIR
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
-
-@hydra.main(config_path=CONF_DIR, config_name="search", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="search", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from nas.console import quiet_third_party
     quiet_third_party()
@@ -42,5 +41,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    exit_on_unknown_choice(Path(CONF_DIR))
+    exit_on_unknown_choice(CONF_DIR)
     main()
