@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from pytorch_lightning.callbacks import Callback
 
-from nas.train import CONF_DIR
+from nas.config import CONF_DIR
 from nas.training import train_from_config
 
 

@@ -434,7 +434,7 @@ def test_demo_recipe_of_searched_networks_recalibrates_bn():
     budget) sets the train config's own bn_recalibration_steps; the command line still wins."""
     from hydra import compose, initialize_config_dir
 
-    from nas.train import CONF_DIR
+    from nas.config import CONF_DIR
 
     base = ["arch=mobilenetv2_035", "recipe=demo/autonl_s"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -72,7 +72,11 @@ def test_gradients_land_only_in_the_slices_that_ran(space, supernet):
     assert expand[:hidden].abs().sum() > 0 and expand[hidden:].abs().sum() == 0
     dw = full.dw[0].weight.grad
     assert dw[:hidden, :, 2:5, 2:5].abs().sum() > 0
-    assert dw.abs().sum() == dw[:hidden, :, 2:5, 2:5].abs().sum()
+    # Everything outside the 3x3 centre of the first `hidden` channels is exactly zero (not:
+    # two float32 sums over different views agree, which depends on the summation order).
+    outside = torch.ones_like(dw, dtype=torch.bool)
+    outside[:hidden, :, 2:5, 2:5] = False
+    assert torch.count_nonzero(dw[outside]) == 0
     assert full.project[0].weight.grad[:, hidden:].abs().sum() == 0
     assert all(p.grad is None for p in full.se.parameters())
 

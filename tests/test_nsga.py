@@ -59,6 +59,11 @@ def test_weighted_crowding_hand_computed():
 
 
 def test_equal_weights_match_pymoo_crowding_bit_for_bit():
+    # Exact on purpose, and portable: with equal weights weighted_crowding_distance runs the
+    # same numpy operations as pymoo's calc_crowding_distance on arrays of the same shape and
+    # layout (elementwise ops are correctly rounded on every CPU; the one rounding reduction,
+    # a row sum over the m objectives, is the same call on both sides). Bit equality is what
+    # test_equal_weights_reproduce_pymoo_nsga2 needs: NSGA-II breaks crowding ties by value.
     rng = np.random.default_rng(0)
     for _ in range(200):   # integer objectives: ties, duplicates and zero ranges included
         F = rng.integers(0, 4, size=(int(rng.integers(3, 12)), 3)).astype(float)

@@ -73,6 +73,9 @@ def kill(model: nn.Module, keep: dict[int, list[torch.Tensor]]) -> None:
             dw[1].weight[~m] = 0.0
 
 
+# The networks run in float64: a shrunk network differs from the original by rounding only
+# (measured max |diff| ~4e-16 on outputs of magnitude ~1), so `atol=1e-10, rtol=0` below is
+# far above float64 rounding on any CPU and far below what a wrongly removed atom changes.
 def setup(seed: int = 0, se: bool = False):
     torch.manual_seed(seed)  # drop path draws from the global generator in train mode
     gen = torch.Generator().manual_seed(seed)

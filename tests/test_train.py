@@ -15,6 +15,7 @@ from nas.checkpoints import load_model
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import check
 from nas.data import make_datamodule
+from nas.memory_format import resolve
 from nas.optim import OptimConfig
 from nas.training import BudgetConfig, LoggerConfig, TrainerConfig
 
@@ -90,6 +91,11 @@ def test_smoke_run_writes_its_results(smoke_run):
 def test_checkpoint_alone_rebuilds_and_evaluates_with_the_same_accuracy(smoke_run):
     m = json.loads((smoke_run / "metrics.json").read_text())
     model, spec = load_model(smoke_run / "checkpoints" / "last.ckpt")
+    # Evaluated as the run's validation was (trainer.memory_format=auto: channels-last weights
+    # on the CPU; batches of 16, one thread): the same computation, so the same logits and
+    # argmax bit for bit. In NCHW the logits differ in the last float32 bits, and a sample
+    # whose top two logits nearly tie could flip on some CPUs.
+    model.to(memory_format=resolve(TrainerConfig().memory_format, torch.device("cpu")))
     dm = make_datamodule({"name": "embedded", "batch_size": 16, "eval_batch_size": 16})
     correct = total = 0
     with torch.no_grad():
