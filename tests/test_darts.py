@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nas.arch.builder import build
@@ -132,6 +133,25 @@ def test_factorized_reduce_shape():
     assert sum(p.numel() for p in fr.parameters()) == 2 * 8 * 6 + 2 * 12
     with pytest.raises(ValueError):
         FactorizedReduce(8, 7, nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_factorized_reduce_is_the_official_strided_convs(channels_last):
+    """Every other pixel at stride 1 (our form) against the official 1x1 stride-2 convs, same
+    weights; 4 input channels, where oneDNN's channels-last strided backward broke on AVX2."""
+    fr = FactorizedReduce(4, 6, nn.BatchNorm2d).eval()
+    x = torch.randn(2, 4, 8, 8)
+    if channels_last:
+        fr, x = fr.to(memory_format=torch.channels_last), x.contiguous(
+            memory_format=torch.channels_last)
+    x.requires_grad_()
+    fr(x).sum().backward()
+    relu = x.detach().relu()
+    official = torch.cat([F.conv2d(relu, fr.conv_1.weight, stride=2),
+                          F.conv2d(relu[:, :, 1:, 1:], fr.conv_2.weight, stride=2)], dim=1)
+    # Two kernels summing 4 products each: float32 rounding only.
+    torch.testing.assert_close(fr(x), fr.bn(official), rtol=1e-5, atol=1e-6)
+    assert x.grad.shape == x.shape
 
 
 def test_reduce_concat_of_inputs_rejected():

@@ -77,7 +77,10 @@ class FactorizedReduce(nn.Module):
     convs to cout/2 each, the second on the input shifted by one pixel, concat, BN.
 
     Needs an even input resolution (the two halves must have equal sizes), as in the
-    official code.
+    official code. Each conv reads every other pixel and runs at stride 1, which computes what
+    the official stride-2 conv computes with the same weights: oneDNN's channels-last backward
+    of a strided 1x1 conv (brgconv_strided, AVX2) corrupts the heap for fewer than 7 input
+    channels (torch 2.13; DARTS's smoke scale has 4).
     """
 
     def __init__(self, cin: int, cout: int, norm: Norm):
@@ -85,13 +88,14 @@ class FactorizedReduce(nn.Module):
         if cout % 2:
             raise ValueError(f"FactorizedReduce needs an even output width, got {cout}")
         self.relu = nn.ReLU()
-        self.conv_1 = nn.Conv2d(cin, cout // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(cin, cout // 2, 1, stride=2, bias=False)
+        self.conv_1 = nn.Conv2d(cin, cout // 2, 1, bias=False)
+        self.conv_2 = nn.Conv2d(cin, cout // 2, 1, bias=False)
         self.bn = norm(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+        return self.bn(torch.cat([self.conv_1(x[:, :, ::2, ::2]),
+                                  self.conv_2(x[:, :, 1::2, 1::2])], dim=1))
 
 
 class SandglassOp(_Residual):
