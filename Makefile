@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-all bench clean
+.PHONY: venv demo test test-all test-avx2 bench clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ test: venv
 # Everything, the slow tests included.
 test-all: venv
 	$(BIN)/python -m pytest -q -n 2 -m ""
+
+# The default run on the kernels of a CPU without AVX-512 (torch, oneDNN and numpy capped at
+# AVX2; as on AMD Zen 2/3 or Intel desktop parts): float paths other than this machine's.
+test-avx2: venv
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \
+	NPY_DISABLE_CPU_FEATURES="AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR" \
+	$(BIN)/python -m pytest -q -n 2
 
 bench: venv
 	$(BIN)/python scripts/bench_cost.py

@@ -123,3 +123,22 @@ def test_the_experiments_page_names_every_overlay():
     page = (REPO / "docs" / "experiments.md").read_text()
     overlays = [p.stem for p in (REPO / "experiments").glob("*.yaml")]
     assert [o for o in overlays if f"+experiment={o} " not in page.replace("\n", " ")] == []
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown page."""
+    headings = re.findall(r"^#+ (.+)$", _FENCE.sub("", page.read_text()), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_link_between_the_pages_resolves():
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", _FENCE.sub("", page.read_text())):
+            if "://" in target:
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists() or (anchor and anchor not in _anchors(dest)):
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert broken == []
