@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 def check(schema: type[T], cfg: Mapping[str, Any] | DictConfig, prefix: str) -> T:
     """Validate `cfg` against the dataclass `schema`; return the schema instance."""
     try:
-        # Interpolations (data.seed: ${seed}) are resolved against the whole config first.
+        # Interpolations (${...}) are resolved against the whole config first.
         node = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)) \
             if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)

@@ -115,7 +115,8 @@ def train_arch(spec: ArchSpec, datamodule: ImageDataModule, *, optim: OptimConfi
     Writes arch.yaml, checkpoints/{best,last}.ckpt, the loggers' files, model.onnx and
     metrics.json into `run_dir`; returns the metrics on rank zero, None on other ranks.
     `budget`, `trainer` and `logger` default to their schemas' defaults; `callbacks` are
-    more Lightning callbacks for the fit.
+    more Lightning callbacks for the fit. `seed` is the run's one seed: it also orders the
+    datamodule's batches, so this call and `python -m nas.train seed=<seed>` are one run.
     """
     run_dir = Path(run_dir)
     budget, trainer = budget or BudgetConfig(), trainer or TrainerConfig()
@@ -125,6 +126,7 @@ def train_arch(spec: ArchSpec, datamodule: ImageDataModule, *, optim: OptimConfi
     check_fits(spec, datamodule.batch_size, trainer.accelerator)
     state = load_weights(weights, spec) if weights else None
     pl.seed_everything(seed, workers=True, verbose=False)
+    datamodule.seed = seed
     module = ClassifierModule(spec, optim, batch_size=datamodule.batch_size,
                               bn_recalibration_steps=bn_recalibration_steps)
     if state is not None:

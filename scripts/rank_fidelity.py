@@ -53,6 +53,7 @@ from nas.cost.lut_report import kendall_tau as kendall_tau_b  # tau-b: ties are 
 from nas.methods.moga import (N_CHOICES, SCORES, CandidateScorer, add_demo_arguments,
                               demo_setting, moga_space, score_value)
 from nas.optim import OptimConfig, build_optimizer
+from nas.seeding import mix_seed
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
 
@@ -131,7 +132,7 @@ def standalone(spec, args, train_loader, eval_batches, seed: int) -> tuple[float
     set_memory_format(model, "auto", torch.device("cpu"))
     # Every candidate sees the same batches and crops: the loader's EpochSampler fixes both
     # by epoch; the global RNG, which building consumes by a spec-dependent amount, is reset.
-    torch.manual_seed(seed + 1_000_003)
+    torch.manual_seed(mix_seed(seed, 1))
     cfg = OptimConfig(name="sgd", lr=args.lr, lr_reference_batch=args.batch, momentum=0.9,
                       nesterov=True, weight_decay=4e-5, no_weight_decay_on_bn_and_bias=True,
                       schedule="cosine", warmup_epochs=0.0, min_lr=0.0, label_smoothing=0.0)
@@ -279,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     def data(batch):
-        return make_datamodule({**args.data, "name": "embedded", "batch_size": batch,
-                                "seed": args.seed})
+        dm = make_datamodule({**args.data, "name": "embedded", "batch_size": batch})
+        dm.seed = args.seed
+        return dm
 
     fair_dm = data(args.per_path_batch * N_CHOICES)
     space = moga_space(width=args.width, stem_stride=args.stem_stride, init=args.init,

@@ -41,7 +41,7 @@ def search_context(run_dir):
     from nas.methods.base import SearchContext
     from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
 
-    data = data_config({"name": "embedded", "batch_size": 8, "input_size": 16, "seed": 0})
+    data = data_config({"name": "embedded", "batch_size": 8, "input_size": 16})
     return SearchContext(run_dir=run_dir, data=data, data_choice="embedded",
                          budget=BudgetConfig(epochs=2, limit_train_batches=3,
                                              limit_val_batches=2),

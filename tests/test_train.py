@@ -1,5 +1,6 @@
 """`python -m nas.train` end to end: configs, smoke training, resume, DDP, multirun, bad input."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,14 +11,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from nas.arch.zoo import ZOO
+from nas.arch.zoo import ZOO, get_spec
 from nas.checkpoints import load_model
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import check
 from nas.data import make_datamodule
 from nas.memory_format import resolve
 from nas.optim import OptimConfig
-from nas.training import BudgetConfig, LoggerConfig, TrainerConfig
+from nas.training import BudgetConfig, LoggerConfig, TrainerConfig, train_arch
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -86,6 +87,36 @@ def test_smoke_run_writes_its_results(smoke_run):
     assert (smoke_run / "arch.yaml").is_file() and (smoke_run / ".hydra" / "config.yaml").is_file()
     assert (smoke_run / "checkpoints" / "last.ckpt").is_file()
     assert (smoke_run / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_train_arch_with_a_seed_is_the_command_line_run_with_that_seed(tmp_path):
+    """One route for the seed: `train_arch(..., seed=5)` from Python trains bit for bit what
+    `python -m nas.train seed=5` trains (same machine, one thread each), batch order
+    included; another seed trains something else."""
+    r = _train(tmp_path, *FAST, "seed=5", "export_onnx=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cli = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+
+    def python_run(seed):
+        budget = check(BudgetConfig, _compose("budget=smoke").budget, "budget")
+        dm = make_datamodule({"name": "embedded", "batch_size": budget.batch_size,
+                              "eval_batch_size": budget.batch_size})
+        spec = dataclasses.replace(get_spec("mobilenetv2_035", num_classes=dm.num_classes,
+                                            input_size=dm.input_size),
+                                   in_channels=dm.in_channels)
+        run_dir = tmp_path / f"python_{seed}"
+        train_arch(spec, dm, optim=OptimConfig(), budget=budget, run_dir=run_dir, seed=seed,
+                   trainer=TrainerConfig(enable_progress_bar=False),
+                   logger=LoggerConfig(csv=False, wandb=False), export=False)
+        first_labels = next(iter(dm.train_dataloader()))[1]
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True), first_labels
+
+    (same, labels), (other, other_labels) = python_run(5), python_run(6)
+    same, other = same["state_dict"], other["state_dict"]
+    assert not torch.equal(labels, other_labels)   # the seed reaches the batch order
+    assert same.keys() == cli["state_dict"].keys()
+    assert all(torch.equal(v, cli["state_dict"][k]) for k, v in same.items())
+    assert not all(torch.equal(v, other[k]) for k, v in same.items())
 
 
 def test_checkpoint_alone_rebuilds_and_evaluates_with_the_same_accuracy(smoke_run):

@@ -6,8 +6,10 @@ deterministic split of the *training* set into a part the weights train on and a
 held-out part the architecture (or its accuracy) is measured on, so a search never
 looks at the validation or test data.
 
-Two seeds: `data_seed` fixes the data itself (splits, synthetic tensors) and stays put
-when `seed` (the shuffling order) changes between repeated runs.
+Two seeds: `data_seed` (a data option) fixes the data itself (splits, synthetic tensors);
+`seed` (the shuffling order) is the run's seed, which the run sets on the datamodule
+(`nas.training.train_arch`, `SearchContext.datamodule`), so that a run started from Python
+and the same run started from the command line draw the same batches.
 """
 
 from __future__ import annotations
@@ -32,13 +34,12 @@ class DataError(RuntimeError):
 
 @dataclasses.dataclass
 class LoaderConfig:
-    """Fields every `data` group has (the loader settings and the two seeds)."""
+    """Fields every `data` group has (the loader settings and the data's seed)."""
 
     name: str = ""
     batch_size: int = 128
     eval_batch_size: int = 256
     num_workers: int = 0
-    seed: int = 0
     data_seed: int = 0
     search_holdout: float = 0.5
 
@@ -217,6 +218,7 @@ class ImageDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.name = cfg.name
+        self.seed = 0   # the shuffling order: the run's seed, set by the run (module docstring)
         self._mean: tuple[float, ...] | None = None
         self._std: tuple[float, ...] | None = None
         self._train_labels: np.ndarray | None = None
@@ -297,13 +299,13 @@ class ImageDataModule(pl.LightningDataModule):
         sampler = None
         if shuffle:
             trainer = getattr(self, "trainer", None)
-            sampler = EpochSampler(len(dataset), self.cfg.seed + seed_offset,
+            sampler = EpochSampler(len(dataset), self.seed + seed_offset,
                                    epoch_source=self._next_epoch if trainer is not None
                                    else None)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=workers > 0,
-                          generator=torch.Generator().manual_seed(self.cfg.seed + seed_offset))
+                          generator=torch.Generator().manual_seed(self.seed + seed_offset))
 
     # -- exact resume ---------------------------------------------------------------------
     def _next_epoch(self) -> int:

@@ -33,7 +33,6 @@ from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
 from nas.cost.memory import check_fits
-from nas.data import make_datamodule
 from nas.ema import tf_ema_decay
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
@@ -331,7 +330,7 @@ class AtomNAS(Method):
 
 
 def _search(cfg: AtomNASConfig, ctx: SearchContext) -> SearchResult | None:
-    datamodule = make_datamodule(ctx.data)
+    datamodule = ctx.datamodule()
     spec = supernet_spec(cfg, num_classes=datamodule.num_classes,
                          input_size=datamodule.input_size, in_channels=datamodule.in_channels)
     check_fits(spec, datamodule.batch_size, ctx.trainer.accelerator, field="method.width",

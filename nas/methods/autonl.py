@@ -32,10 +32,10 @@ from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
 from nas.cost.memory import check_fits
-from nas.data import make_datamodule
 from nas.files import pyplot, save_figure, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.optim import OptimConfig
+from nas.seeding import mix_seed
 from nas.supernet.superkernel import (SuperkernelNet, SuperkernelSpace, autonl_space,
                                       choice_from_bits)
 
@@ -136,7 +136,7 @@ class AutoNLModule(ClassifierModule):
         self.model.keep_prob = self.cfg.keep_prob if warm else 1.0
         # The dropout draws depend on the seed and step only: the same on every DDP rank,
         # and the same after a resume.
-        self.model.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        self.model.generator = torch.Generator().manual_seed(mix_seed(self.seed, step))
         ce = self.criterion(self.model(x), y)
         cost = self.model.cost()
         lam = self.lam(step)
@@ -267,7 +267,7 @@ class AutoNL(Method):
 
 
 def _search(cfg: AutoNLConfig, ctx: SearchContext) -> SearchResult | None:
-    datamodule = make_datamodule(ctx.data)
+    datamodule = ctx.datamodule()
     space = search_space(cfg, num_classes=datamodule.num_classes,
                          input_size=datamodule.input_size, in_channels=datamodule.in_channels)
     # A lower bound: the search network holds at least its largest network's activations.

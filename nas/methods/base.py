@@ -9,6 +9,7 @@ config and does the shared plumbing (run directory, result files, printed comman
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
@@ -19,7 +20,7 @@ from pytorch_lightning.callbacks import Callback
 
 from nas.arch.spec import ArchSpec
 from nas.config import CONF_DIR
-from nas.data import LoaderConfig
+from nas.data import ImageDataModule, LoaderConfig, make_datamodule
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
 
@@ -34,6 +35,13 @@ class SearchContext:
     trainer: TrainerConfig
     logger: LoggerConfig
     seed: int                   # every random stream of the search derives from it
+
+    def datamodule(self, **changes: Any) -> ImageDataModule:
+        """The run's datamodule: `data` (with `changes`, such as a batch size), its batches
+        ordered by the run's seed."""
+        datamodule = make_datamodule(dataclasses.replace(self.data, **changes))
+        datamodule.seed = self.seed
+        return datamodule
 
     def make_trainer(self, *, name: str, callbacks: Sequence[Callback] = (),
                      single_device: Optional[str] = None, **overrides: Any) -> pl.Trainer:

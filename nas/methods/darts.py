@@ -30,7 +30,6 @@ from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
 from nas.classifier import CHECKPOINT_FORMAT
 from nas.config import ConfigError, require
 from nas.cost import count
-from nas.data import make_datamodule
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.darts_grad import HVP_EPS, first_order, second_order
@@ -288,7 +287,7 @@ class Darts(Method):
 
 
 def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
-    datamodule = make_datamodule(ctx.data)
+    datamodule = ctx.datamodule()
     datamodule.setup()
     template = eval_template(cfg, num_classes=datamodule.num_classes,
                              input_size=datamodule.input_size,

@@ -19,6 +19,7 @@ from torch import nn
 
 from nas.classifier import NonFiniteLoss
 from nas.optim import OptimConfig, build_optimizer
+from nas.seeding import mix_seed
 from nas.supernet.chain import ChainSearchSpace, ChainSupernet
 
 
@@ -29,7 +30,7 @@ def fair_paths(space: ChainSearchSpace, seed: int, step: int) -> list[list[int]]
         raise ValueError(f"strict fairness needs the same number of choices in every layer, "
                          f"got {space.n_choices}")
     m = counts.pop()
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    g = torch.Generator().manual_seed(mix_seed(seed, step))
     perms = [torch.randperm(m, generator=g).tolist() for _ in range(len(space))]
     return [[perm[j] for perm in perms] for j in range(m)]
 

@@ -29,7 +29,6 @@ from nas.cost.lut import LatencyTable, LatencyTableError, space_layout
 from nas.cost.memory import check_fits
 from nas.cost.lut_report import lut_report
 from nas.cost.timing import device_name
-from nas.data import make_datamodule
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.memory_format import set_memory_format
 from nas.methods.base import Method, SearchContext, SearchResult, method_setting
@@ -295,9 +294,8 @@ def largest_path(space: ChainSearchSpace):
 def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     m = N_CHOICES
     per_path = ctx.data.batch_size
-    loader_cfg = ctx.data if cfg.same_batch else dataclasses.replace(
-        ctx.data, batch_size=per_path * m)
-    datamodule = make_datamodule(loader_cfg)
+    datamodule = ctx.datamodule() if cfg.same_batch else ctx.datamodule(
+        batch_size=per_path * m)
     train_loader, heldout_loader = datamodule.search_dataloaders()
     space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride, init=cfg.init,
                        num_classes=datamodule.num_classes, input_size=datamodule.input_size)

@@ -24,7 +24,6 @@ from rich.console import Console
 
 from nas.arch import io
 from nas.config import ConfigError, require
-from nas.data import make_datamodule
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.rexnet_report import GROUPS, plot_channels, ranking, summarize, write_csv
@@ -69,7 +68,7 @@ class ReXNetSearch(Method):
 
     def search(self, ctx: SearchContext) -> Optional[SearchResult]:
         cfg = self.cfg
-        datamodule = make_datamodule(ctx.data)
+        datamodule = ctx.datamodule()
         datamodule.setup("fit")      # a bad data path fails here, before any training
         space = ChannelSpace(cfg.space, cfg.constraints, num_classes=datamodule.num_classes,
                              input_size=datamodule.input_size,
@@ -115,10 +114,10 @@ class ReXNetSearch(Method):
         return path
 
     def _overrides(self, ctx: SearchContext) -> list[str]:
-        """The search's data, budget and trainer for every candidate training (data.seed
-        follows each training's seed), CSV logs, no ONNX export, then method overrides."""
+        """The search's data, budget and trainer for every candidate training (its batches
+        follow each training's own seed), CSV logs, no ONNX export, then method overrides."""
         cfg = self.cfg
-        out = [f"data={ctx.data_choice}", *group_overrides("data", ctx.data, skip=("seed",)),
+        out = [f"data={ctx.data_choice}", *group_overrides("data", ctx.data),
                *group_overrides("budget", ctx.budget),
                *group_overrides("trainer", ctx.trainer, skip=("enable_progress_bar",)),
                "trainer.enable_progress_bar=false", "logger=csv", "export_onnx=false",
