@@ -115,8 +115,10 @@ class ClassifierModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["nas"] = {"format": CHECKPOINT_FORMAT, "arch_yaml": io.dumps(self.spec),
-                             "optim": dict(vars(self.optim_cfg)), "batch_size": self.batch_size}
+        # Merged, not replaced: a search stage's callback has written its entry already.
+        checkpoint.setdefault("nas", {}).update(
+            {"format": CHECKPOINT_FORMAT, "arch_yaml": io.dumps(self.spec),
+             "optim": dict(vars(self.optim_cfg)), "batch_size": self.batch_size})
 
 
 CHECKPOINT_FORMAT = "nas.classifier/1"

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     from nas.checkpoints import CheckpointError, read_checkpoint
     from nas.config import check
     from nas.data import data_config, make_datamodule
-    from nas.methods.autonl import AutoNLConfig, check_resume, search_space
+    from nas.methods.autonl import AutoNLConfig, search_space, space_identity
+    from nas.methods.stage import check_stage_resume
     from nas.supernet.superkernel import SuperkernelNet
 
     config = args.checkpoint.parent.parent / ".hydra" / "config.yaml"
@@ -48,11 +49,12 @@ def main(argv=None) -> int:
     method.pop("_target_", None)
     cfg = check(AutoNLConfig, method, "method")
     dm = make_datamodule(data_config(OmegaConf.to_container(run.data, resolve=True)))
+    dm.seed = int(run.seed)   # the search's batch order
     dm.setup()
     space = search_space(cfg, num_classes=dm.num_classes, input_size=dm.input_size,
                          in_channels=dm.in_channels)
     try:
-        check_resume(args.checkpoint, space)
+        check_stage_resume(args.checkpoint, "autonl", space_identity(space))
         state = read_checkpoint(args.checkpoint)["state_dict"]
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -23,8 +23,9 @@ from nas.cost import count
 from nas.data import data_config, make_datamodule
 from nas.memory_format import MemoryFormat, is_channels_last
 from nas.checkpoints import CheckpointError
-from nas.methods.atomnas import (AtomNASConfig, AtomNASModule, check_resume,
-                                 supernet_spec)
+from nas.methods.atomnas import (AtomNASConfig, AtomNASModule, supernet_spec,
+                                 verify_shrunk_weights)
+from nas.methods.stage import check_stage_resume
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,11 +160,15 @@ def test_resume_refuses_a_checkpoint_of_another_search(atomnas_smoke, tmp_path):
     tmp, _ = atomnas_smoke
     last = tmp / "run" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    supernet = io.loads(ckpt["nas"]["atomnas"]["supernet_yaml"])
-    check_resume(last, supernet)  # its own supernet: accepted
+    identity = ckpt["nas"]["search"]["identity"]   # the supernet the stage trained
+    supernet = io.loads(identity)
 
+    def check_resume(path, spec):
+        check_stage_resume(path, "atomnas", io.dumps(spec), verify_shrunk_weights)
+
+    check_resume(last, supernet)  # its own supernet: accepted
     other = dataclasses.replace(supernet, num_classes=supernet.num_classes + 1)
-    with pytest.raises(CheckpointError, match="another supernet"):
+    with pytest.raises(CheckpointError, match="atomnas search stage over another network"):
         check_resume(last, other)
 
     def broken(edit, name):
@@ -172,8 +177,8 @@ def test_resume_refuses_a_checkpoint_of_another_search(atomnas_smoke, tmp_path):
         torch.save(c, tmp_path / name)
         return tmp_path / name
 
-    no_entry = broken(lambda c: c["nas"].pop("atomnas"), "plain.ckpt")
-    with pytest.raises(CheckpointError, match="not an AtomNAS search checkpoint"):
+    no_entry = broken(lambda c: c["nas"].pop("search"), "plain.ckpt")
+    with pytest.raises(CheckpointError, match="not a checkpoint of the atomnas search stage"):
         check_resume(no_entry, supernet)
     key = next(k for k in ckpt["state_dict"] if k.startswith("model.ema.") and
                k.endswith(".weight"))

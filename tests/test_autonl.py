@@ -343,19 +343,21 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, mon
 def test_bad_settings_and_foreign_checkpoints_are_refused(tmp_path, run_entry):
     from nas.checkpoints import CheckpointError
     from nas.methods import autonl as method
+    from nas.methods.stage import check_stage_resume
 
     r = run_entry("nas.search", tmp_path, "method=autonl", "budget=smoke", "method.cost=flops")
     assert r.returncode == 2 and "method.cost" in r.stderr.strip().splitlines()[-1]
     ckpt = tmp_path / "other.ckpt"
     torch.save({"nas": {"format": "nas.classifier/1"}, "state_dict": {}}, ckpt)
-    space = _space()
-    with pytest.raises(CheckpointError, match="not an AutoNL search checkpoint"):
-        method.check_resume(ckpt, space)
+    identity = method.space_identity(_space())
+    with pytest.raises(CheckpointError, match="not a checkpoint of the autonl search stage"):
+        check_stage_resume(ckpt, "autonl", identity)
     torch.save({"nas": {"format": "nas.classifier/1",
-                        "autonl": {"space": method.space_identity(_space(width=0.5)),
-                                   "history": "[]"}}, "state_dict": {}}, ckpt)
-    with pytest.raises(CheckpointError, match="another space"):
-        method.check_resume(ckpt, space)
+                        "search": {"stage": "autonl",
+                                   "identity": method.space_identity(_space(width=0.5))}},
+                "state_dict": {}}, ckpt)
+    with pytest.raises(CheckpointError, match="autonl search stage over another network"):
+        check_stage_resume(ckpt, "autonl", identity)
 
 
 def test_latency_cost_is_the_lookup_table_prediction_of_the_export(tmp_path):

@@ -20,19 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import pytorch_lightning as pl
 import torch
 
 from nas.arch import io
 from nas.arch.builder import build
 from nas.arch.spec import INIT_SCHEMES, ChainSpec
 from nas.arch.zoo.atomnas import KERNELS, atomnas_supernet
-from nas.checkpoints import (CheckpointError, checkpoint_spec, last_checkpoint, module_state,
-                             read_checkpoint)
+from nas.checkpoints import CheckpointError, checkpoint_spec, module_state
 from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
-from nas.cost.memory import check_fits
 from nas.ema import tf_ema_decay
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
@@ -227,8 +224,7 @@ class AtomNASModule(ClassifierModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["nas"]["atomnas"] = {"history": json.dumps(self.history),
-                                        "supernet_yaml": io.dumps(self.supernet_spec)}
+        checkpoint["nas"]["atomnas"] = {"history": json.dumps(self.history)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Rebuild the shrunk network before Lightning loads its weights."""
@@ -242,19 +238,10 @@ class AtomNASModule(ClassifierModule):
 # ----------------------------------------------------------------------------- outputs
 
 
-def check_resume(path: Path, supernet: ChainSpec) -> None:
-    """Refuse, before Lightning loads it, a checkpoint that is not of this search: written by
-    another method or training run, of another supernet (method settings or data changed),
-    or with weights that do not fit the shrunk architecture it stores."""
-    ckpt = read_checkpoint(path)
+def verify_shrunk_weights(ckpt: dict, path: Path) -> None:
+    """The stage's extra resume check: the weights fit the shrunk architecture stored with
+    them (the stage has checked that the checkpoint is this search's)."""
     stored = checkpoint_spec(ckpt, path)
-    entry = ckpt["nas"].get("atomnas")
-    if not isinstance(entry, dict) or not isinstance(entry.get("supernet_yaml"), str):
-        raise CheckpointError(f"{path}: not an AtomNAS search checkpoint (no 'atomnas' entry); "
-                              f"expected checkpoints/last.ckpt of a `method=atomnas` run")
-    if entry["supernet_yaml"] != io.dumps(supernet):
-        raise CheckpointError(f"{path}: written by a search over another supernet; resume with "
-                              f"the run's own method settings and data (resume_dir=<run dir>)")
     for prefix, what in (("model.net.", "network"), ("model.ema.", "weight EMA")):
         try:
             build(stored).load_state_dict(module_state(ckpt, prefix))
@@ -333,32 +320,24 @@ def _search(cfg: AtomNASConfig, ctx: SearchContext) -> SearchResult | None:
     datamodule = ctx.datamodule()
     spec = supernet_spec(cfg, num_classes=datamodule.num_classes,
                          input_size=datamodule.input_size, in_channels=datamodule.in_channels)
-    check_fits(spec, datamodule.batch_size, ctx.trainer.accelerator, field="method.width",
-               what=f"the AtomNAS supernet at width {cfg.width}",
-               fix="lower method.width (or method.stem) or data.batch_size")
-    pl.seed_everything(ctx.seed, workers=True, verbose=False)
-    module = AtomNASModule(spec, cfg, batch_size=datamodule.batch_size)
-    run_dir = ctx.run_dir
-    ckpt_dir = run_dir / "checkpoints"
-    resume = ckpt_dir / "last.ckpt"
-    last = last_checkpoint(ckpt_dir)
+    ctx.check_memory(spec, datamodule.batch_size,
+                     what=f"the AtomNAS supernet at width {cfg.width}",
+                     fix="lower method.width (or method.stem) or data.batch_size")
     # Shrinking replaces parameters, which a DDP wrapper registered at setup; the official
     # code re-wraps the model after each shrink, not done here yet.
-    trainer = ctx.make_trainer(name="atomnas", callbacks=[last],
-                               gradient_clip_val=cfg.optim.grad_clip,
-                               single_device="AtomNAS runs on one device for now (physical "
-                                             "shrinking under DDP is not supported)")
-    if resume.is_file():
-        check_resume(resume, spec)
-    start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
-    fit_seconds = time.time() - start
-    if not trainer.is_global_zero:
+    fitted = ctx.fit(lambda: AtomNASModule(spec, cfg, batch_size=datamodule.batch_size),
+                     name="atomnas", identity=io.dumps(spec), verify=verify_shrunk_weights,
+                     datamodule=datamodule, gradient_clip_val=cfg.optim.grad_clip,
+                     single_device="AtomNAS runs on one device for now (physical shrinking "
+                                   "under DDP is not supported)")
+    if fitted is None:
         return None
+    module, trainer, fit_seconds = fitted.module, fitted.trainer, fitted.seconds
+    run_dir = ctx.run_dir
 
     # Final evaluation: the EMA weights with BN statistics re-estimated on many batches,
     # reseeded so that a resumed run that only has this step left reports the same figures.
-    pl.seed_everything(ctx.seed, workers=True, verbose=False)
+    ctx.reseed()
     module.model.recalibrate(datamodule.train_dataloader(), cfg.final_recalibration_steps,
                              device=module.device)
     module.bn_recalibration_steps = 0

@@ -16,22 +16,18 @@ import csv
 import io as _io
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import pytorch_lightning as pl
 import torch
 
 from nas.arch import io
 from nas.arch.shapes import conv_out, iter_blocks
 from nas.arch.spec import INIT_SCHEMES
-from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
-from nas.cost.memory import check_fits
 from nas.files import pyplot, save_figure, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.optim import OptimConfig
@@ -114,7 +110,6 @@ class AutoNLModule(ClassifierModule):
         super().__init__(spec, cfg.optim, batch_size=batch_size,
                          bn_recalibration_steps=cfg.recalibration_steps, model=net)
         self.cfg, self.seed = cfg, seed
-        self.identity = space_identity(net.space)
         self.warmup_steps = 0
         self.history: list[dict] = []
 
@@ -173,23 +168,10 @@ class AutoNLModule(ClassifierModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["nas"]["autonl"] = {"history": json.dumps(self.history),
-                                       "space": self.identity}
+        checkpoint["nas"]["autonl"] = {"history": json.dumps(self.history)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = json.loads(checkpoint["nas"]["autonl"]["history"])
-
-
-def check_resume(path: Path, space: SuperkernelSpace) -> None:
-    """Refuse a checkpoint that is not of this search before Lightning loads it."""
-    ckpt = read_checkpoint(path)
-    entry = ckpt.get("nas", {}).get("autonl")
-    if not isinstance(entry, dict) or not isinstance(entry.get("space"), str):
-        raise CheckpointError(f"{path}: not an AutoNL search checkpoint (no 'autonl' entry); "
-                              f"expected checkpoints/last.ckpt of a `method=autonl` run")
-    if entry["space"] != space_identity(space):
-        raise CheckpointError(f"{path}: written by a search over another space; resume with "
-                              f"the run's own method settings and data (resume_dir=<run dir>)")
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -271,29 +253,24 @@ def _search(cfg: AutoNLConfig, ctx: SearchContext) -> SearchResult | None:
     space = search_space(cfg, num_classes=datamodule.num_classes,
                          input_size=datamodule.input_size, in_channels=datamodule.in_channels)
     # A lower bound: the search network holds at least its largest network's activations.
-    check_fits(space.to_spec(space.largest()), datamodule.batch_size, ctx.trainer.accelerator,
-               field="method.width", what=f"the AutoNL search network at width {cfg.width}",
-               fix="lower method.width or data.batch_size")
+    ctx.check_memory(space.to_spec(space.largest()), datamodule.batch_size,
+                     what=f"the AutoNL search network at width {cfg.width}",
+                     fix="lower method.width or data.batch_size")
     costs = None
     if cfg.cost == "latency":
         from nas.methods.autonl_latency import latency_model
 
         costs = latency_model(space, cfg, ctx.run_dir)
-    pl.seed_everything(ctx.seed, workers=True, verbose=False)
-    net = SuperkernelNet(space, nl_momentum=cfg.nl_momentum, costs=costs)
-    module = AutoNLModule(net, cfg, batch_size=datamodule.batch_size, seed=ctx.seed)
-    run_dir = ctx.run_dir
-    resume = run_dir / "checkpoints" / "last.ckpt"
-    trainer = ctx.make_trainer(name="autonl", callbacks=[last_checkpoint(run_dir / "checkpoints")],
-                               gradient_clip_val=cfg.optim.grad_clip)
-    if resume.is_file():
-        check_resume(resume, space)
-    start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.is_file() else None)
-    seconds = time.time() - start
-    if not trainer.is_global_zero:
-        return None
+    def build() -> AutoNLModule:
+        net = SuperkernelNet(space, nl_momentum=cfg.nl_momentum, costs=costs)
+        return AutoNLModule(net, cfg, batch_size=datamodule.batch_size, seed=ctx.seed)
 
+    fitted = ctx.fit(build, name="autonl", identity=space_identity(space),
+                     datamodule=datamodule, gradient_clip_val=cfg.optim.grad_clip)
+    if fitted is None:
+        return None
+    module, trainer, seconds = fitted.module, fitted.trainer, fitted.seconds
+    net, run_dir = module.model, ctx.run_dir
     exported = net.export(name="autonl_searched")
     search_cost = float(net.cost(net.decisions()))
     cost, largest = count(exported.spec), count(space.to_spec(space.largest()))

@@ -8,11 +8,11 @@ config and does the shared plumbing (run directory, result files, printed comman
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +20,9 @@ from pytorch_lightning.callbacks import Callback
 
 from nas.arch.spec import ArchSpec
 from nas.config import CONF_DIR
+from nas.cost.memory import check_fits
 from nas.data import ImageDataModule, LoaderConfig, make_datamodule
+from nas.methods.stage import Fitted, fit_stage
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
 
@@ -42,6 +44,24 @@ class SearchContext:
         datamodule = make_datamodule(dataclasses.replace(self.data, **changes))
         datamodule.seed = self.seed
         return datamodule
+
+    def reseed(self) -> None:
+        """Every random stream (Python, NumPy, torch) back to the run's seed: before a module
+        is built, and where a stage must draw the same whether or not the run was resumed."""
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+
+    def check_memory(self, spec: ArchSpec, batch_size: int, *, what: str, fix: str,
+                     field: str = "method.width") -> None:
+        """Refuse, before anything is built, a network that cannot fit this device's memory
+        (one line naming `field`, `what` and the `fix`)."""
+        check_fits(spec, batch_size, self.trainer.accelerator, field=field, what=what, fix=fix)
+
+    def fit(self, build: Callable[[], pl.LightningModule], *, name: str, identity: str,
+            **options: Any) -> Optional[Fitted]:
+        """The one search stage (`nas.methods.stage.fit_stage`): reseed, build, fit with an
+        every-epoch last.ckpt that a resumed run continues from (its identity checked first),
+        timed; a `Fitted` on rank zero, None elsewhere."""
+        return fit_stage(self, build, name=name, identity=identity, **options)
 
     def make_trainer(self, *, name: str, callbacks: Sequence[Callback] = (),
                      single_device: Optional[str] = None, **overrides: Any) -> pl.Trainer:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -24,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import CombinedLoader
 
+from nas.arch import io
 from nas.arch.spec import CellSpec, GenotypeSpec
 from nas.arch.zoo.darts import darts as darts_spec
-from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
 from nas.classifier import CHECKPOINT_FORMAT
 from nas.config import ConfigError, require
 from nas.cost import count
@@ -229,7 +228,8 @@ class DartsModule(pl.LightningModule):
             write_history(self.history, self.net.ops, Path(self.trainer.default_root_dir))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["nas"] = {"format": CHECKPOINT_FORMAT, "darts": json.dumps(self.history)}
+        checkpoint.setdefault("nas", {}).update(
+            {"format": CHECKPOINT_FORMAT, "darts": json.dumps(self.history)})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = json.loads(checkpoint["nas"]["darts"])
@@ -257,25 +257,6 @@ def write_history(history: list[dict], ops, run_dir: Path) -> None:
     write_text_atomic(run_dir / "genotypes.csv", out.getvalue())
 
 
-def check_resume(path: Path, net: CellSupernet) -> None:
-    """A last.ckpt to resume from must be a DARTS search of this configuration."""
-    try:
-        ckpt = read_checkpoint(path)
-    except CheckpointError as e:
-        raise ConfigError(str(e)) from None
-    state = ckpt.get("state_dict")
-    own = {f"net.{k}": v.shape for k, v in net.state_dict().items()}
-    if not isinstance(state, dict) or not isinstance(ckpt["nas"].get("darts"), str):
-        raise ConfigError(f"{path}: not a checkpoint of a DARTS search; delete it or choose "
-                          f"another run directory")
-    for key, shape in own.items():
-        got = getattr(state.get(key), "shape", None)
-        if got != shape:
-            raise ConfigError(f"{path}: {key} is {list(got) if got is not None else 'missing'}, "
-                              f"this search's network has {list(shape)}: the checkpoint is from "
-                              f"a search with other method settings")
-
-
 class Darts(Method):
     """DARTS; the derived genotype in the evaluation network is the result."""
 
@@ -301,24 +282,23 @@ def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
                           f"data has {template.input_size}x{template.input_size}; set "
                           f"method.auxiliary=false")
     space = CellSearchSpace(parse_ops(cfg.ops), template)
-    pl.seed_everything(ctx.seed, workers=True, verbose=False)
-    net = CellSupernet(space, channels=cfg.channels, layers=cfg.layers,
-                       stem_multiplier=cfg.stem_multiplier)
-    module = DartsModule(net, cfg)
     train, held = datamodule.search_dataloaders()
-    loaders = CombinedLoader({"weights": train, "arch": held}, mode="min_size")
-    run_dir = ctx.run_dir
-    resume = run_dir / "checkpoints" / "last.ckpt"
-    last = last_checkpoint(run_dir / "checkpoints")
-    trainer = ctx.make_trainer(name="darts", callbacks=[last])
-    if resume.is_file():
-        check_resume(resume, net)
-    start = time.time()
-    trainer.fit(module, train_dataloaders=loaders, val_dataloaders=held,
-                ckpt_path=str(resume) if resume.is_file() else None)
-    seconds = time.time() - start
-    if not trainer.is_global_zero:
+    # The network searched: the operations, the search network's size, the evaluation
+    # template the genotype is exported into.
+    identity = json.dumps({"ops": list(space.ops), "channels": cfg.channels,
+                           "layers": cfg.layers, "stem_multiplier": cfg.stem_multiplier,
+                           "template": io.dumps(template)})
+    fitted = ctx.fit(lambda: DartsModule(CellSupernet(space, channels=cfg.channels,
+                                                      layers=cfg.layers,
+                                                      stem_multiplier=cfg.stem_multiplier), cfg),
+                     name="darts", identity=identity,
+                     train_dataloaders=CombinedLoader({"weights": train, "arch": held},
+                                                      mode="min_size"),
+                     val_dataloaders=held)
+    if fitted is None:
         return None
+    module, trainer, seconds = fitted.module, fitted.trainer, fitted.seconds
+    net, run_dir = module.net, ctx.run_dir
 
     exported = net.export(name="darts_searched")
     genotype: GenotypeSpec = exported.spec.genotype

@@ -19,14 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
-from pytorch_lightning import seed_everything
 
+from nas.arch import io
 from nas.arch.spec import INIT_SCHEMES
 from nas.arch.zoo.moga import ACTS, moga, moga_layer, moga_skeleton
 from nas.config import ConfigError, check, require
 from nas.cost import count
 from nas.cost.lut import LatencyTable, LatencyTableError, space_layout
-from nas.cost.memory import check_fits
 from nas.cost.lut_report import lut_report
 from nas.cost.timing import device_name
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
@@ -179,16 +178,6 @@ def _collect(loader, n: Optional[int]) -> list:
     return out
 
 
-def _train_supernet(module: FairNASModule, train_loader,
-                    ctx: SearchContext) -> tuple[float, bool]:
-    """Fit the supernet; returns (seconds, whether this process is rank 0)."""
-    trainer = ctx.make_trainer(name="moga_supernet", limit_val_batches=0,
-                               enable_checkpointing=False)
-    start = time.time()
-    trainer.fit(module, train_dataloaders=train_loader)
-    return time.time() - start, trainer.is_global_zero
-
-
 def _load_supernet(supernet: ChainSupernet, path: Path) -> None:
     """Weights of a finished supernet training (read with weights_only=True)."""
     try:
@@ -299,26 +288,33 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     train_loader, heldout_loader = datamodule.search_dataloaders()
     space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride, init=cfg.init,
                        num_classes=datamodule.num_classes, input_size=datamodule.input_size)
-    check_fits(largest_path(space), per_path, ctx.trainer.accelerator, field="method.width",
-               what=f"the supernet at width {cfg.width} (its largest path)",
-               fix="lower method.width or data.batch_size")
+    ctx.check_memory(largest_path(space), per_path,
+                     what=f"the supernet at width {cfg.width} (its largest path)",
+                     fix="lower method.width or data.batch_size")
     if cfg.lut.table is not None:  # a table that does not fit is refused before any work
         given_table(Path(cfg.lut.table), space, cfg.lut)
-    seed_everything(ctx.seed, workers=True, verbose=False)
-    module = FairNASModule(space, cfg.optim, batch_size=per_path, seed=ctx.seed,
-                           same_batch=cfg.same_batch, weights=cfg.weights)
+    def build() -> FairNASModule:
+        return FairNASModule(space, cfg.optim, batch_size=per_path, seed=ctx.seed,
+                             same_batch=cfg.same_batch, weights=cfg.weights)
+
     run_dir = ctx.run_dir
     saved = run_dir / "supernet.pt"
-    if cfg.supernet is not None:  # a trained supernet searched again (other objectives, LUT)
-        _load_supernet(module.supernet, Path(cfg.supernet))
-        train_seconds = 0.0
-    elif saved.is_file():  # a resumed run whose supernet finished training
-        _load_supernet(module.supernet, saved)
+    given = Path(cfg.supernet) if cfg.supernet is not None else saved if saved.is_file() \
+        else None
+    if given is not None:  # a trained supernet searched again, or a resumed run's
+        ctx.reseed()
+        module = build()
+        _load_supernet(module.supernet, given)
         train_seconds = 0.0
     else:
-        train_seconds, rank_zero = _train_supernet(module, train_loader, ctx)
-        if not rank_zero:
+        identity = json.dumps({"template": io.dumps(space.template),
+                               "positions": [[repr(b) for b in p] for p in space.positions],
+                               "weights": cfg.weights, "same_batch": cfg.same_batch})
+        fitted = ctx.fit(build, name="moga_supernet", identity=identity,
+                         train_dataloaders=train_loader, limit_val_batches=0)
+        if fitted is None:
             return None
+        module, train_seconds = fitted.module, fitted.seconds
         write_atomic(saved, lambda f: torch.save(module.supernet.state_dict(), f), binary=True)
     # Scoring runs on the CPU: there the trainer's memory format (auto: channels-last) makes
     # every candidate's recalibration and evaluation faster.
@@ -332,7 +328,7 @@ def _search(cfg: MogaConfig, ctx: SearchContext) -> SearchResult | None:
     # Fixed scoring batches: the first training batches (sliced to the per-path size) for
     # BN recalibration, the held-out split for accuracy. Fresh loaders and a reseeded
     # augmentation make them the same whether the supernet was trained or loaded (resume).
-    seed_everything(ctx.seed, workers=True, verbose=False)
+    ctx.reseed()
     train_loader, heldout_loader = datamodule.search_dataloaders()
     recal = [(x[:per_path], y[:per_path]) for x, y in
              _collect(train_loader, cfg.recalibration_steps)]
