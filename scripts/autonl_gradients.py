@@ -31,9 +31,9 @@ def main(argv=None) -> int:
     from nas.checkpoints import CheckpointError, read_checkpoint
     from nas.config import check
     from nas.data import data_config, make_datamodule
-    from nas.methods.autonl import AutoNLConfig, search_space, space_identity
+    from nas.methods.autonl.search import AutoNLConfig, search_space, space_identity
     from nas.methods.stage import check_stage_resume
-    from nas.supernet.superkernel import SuperkernelNet
+    from nas.methods.autonl.superkernel import SuperkernelNet
 
     config = args.checkpoint.parent.parent / ".hydra" / "config.yaml"
     if not config.is_file():

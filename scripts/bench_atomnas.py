@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from nas.config import check
 from nas.cost import count
 from nas.data import data_config, make_datamodule
-from nas.methods.atomnas import AtomNASConfig, AtomNASModule, supernet_spec
+from nas.methods.atomnas.search import AtomNASConfig, AtomNASModule, supernet_spec
 from nas.methods.base import method_setting
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 

@@ -33,9 +33,9 @@ def worker(args) -> None:
     import torch.nn.functional as F
 
     from nas.arch.builder import build
-    from nas.methods.autonl import AutoNLConfig
+    from nas.methods.autonl.search import AutoNLConfig
     from nas.optim import build_optimizer
-    from nas.supernet.superkernel import SuperkernelNet, autonl_space
+    from nas.methods.autonl.superkernel import SuperkernelNet, autonl_space
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

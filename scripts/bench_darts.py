@@ -3,7 +3,7 @@
     python scripts/bench_darts.py --nni-python /path/to/nni-venv/bin/python --out runs/bench_darts.json
 
 Times one search iteration (an architecture step, then a weight step: what `python -m
-nas.search method=darts` runs per batch, `nas.methods.darts.search_iteration`) of the
+nas.search method=darts` runs per batch, `nas.methods.darts.search.search_iteration`) of the
 8-cell, 16-channel search network on random 32x32 batches of 32 and 64, first and second
 order, in channels-last layout (what the search runs on the CPU) and contiguous NCHW (NNI's
 layout), and NNI 3.0's DARTS (first order only; `scripts/bench_darts_nni.py`, run with
@@ -34,8 +34,8 @@ def worker(args) -> None:
     import torch
 
     from nas.arch.zoo.darts import darts
-    from nas.methods.darts import DartsConfig, make_optimizers, search_iteration
-    from nas.supernet.cells import DARTS_OPS, CellSearchSpace, CellSupernet
+    from nas.methods.darts.search import DartsConfig, make_optimizers, search_iteration
+    from nas.methods.darts.cells import DARTS_OPS, CellSearchSpace, CellSupernet
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -33,8 +33,8 @@ import torch
 
 from nas.data import make_datamodule
 from nas.memory_format import set_memory_format
-from nas.methods.fairnas import FairNASModule
-from nas.methods.moga import N_CHOICES, CandidateScorer, add_demo_arguments, demo_setting, moga_space
+from nas.methods.moga.fairnas import FairNASModule
+from nas.methods.moga.search import N_CHOICES, CandidateScorer, add_demo_arguments, demo_setting, moga_space
 from nas.optim import build_optimizer
 
 

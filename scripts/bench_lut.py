@@ -3,7 +3,7 @@
     python scripts/bench_lut.py --out-dir runs/lut                    # the demo search's space
     python scripts/bench_lut.py --out-dir runs/lut224 --setting imagenet
 
-Each run calls nas.methods.moga.latency_stage, the function the search builds lut.json and
+Each run calls nas.methods.moga.search.latency_stage, the function the search builds lut.json and
 lut_report.json with, at the demo budget's lut settings: the figures are the search's own.
 Exits 1 when, over the runs, the median relative RMSE is above --max-rel-rmse or the
 median Kendall tau below --min-tau.
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--runs: expected an integer >= 1, got {args.runs}")
 
     from nas.files import write_text_atomic
-    from nas.methods.moga import demo_setting, latency_stage, moga_space
+    from nas.methods.moga.search import demo_setting, latency_stage, moga_space
 
     cfg = demo_setting()[0]
     overrides = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats),

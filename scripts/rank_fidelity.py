@@ -48,9 +48,9 @@ from nas.cost import count
 from nas.data import make_datamodule
 from nas.files import write_text_atomic
 from nas.memory_format import set_memory_format
-from nas.methods.fairnas import FairNASModule
+from nas.methods.moga.fairnas import FairNASModule
 from nas.cost.lut_report import kendall_tau as kendall_tau_b  # tau-b: ties are common
-from nas.methods.moga import (N_CHOICES, SCORES, CandidateScorer, add_demo_arguments,
+from nas.methods.moga.search import (N_CHOICES, SCORES, CandidateScorer, add_demo_arguments,
                               demo_setting, moga_space, score_value)
 from nas.optim import OptimConfig, build_optimizer
 from nas.seeding import mix_seed

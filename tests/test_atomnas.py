@@ -23,7 +23,7 @@ from nas.cost import count
 from nas.data import data_config, make_datamodule
 from nas.memory_format import MemoryFormat, is_channels_last
 from nas.checkpoints import CheckpointError
-from nas.methods.atomnas import (AtomNASConfig, AtomNASModule, supernet_spec,
+from nas.methods.atomnas.search import (AtomNASConfig, AtomNASModule, supernet_spec,
                                  verify_shrunk_weights)
 from nas.methods.stage import check_stage_resume
 

@@ -11,7 +11,7 @@ from nas.arch.shapes import iter_blocks
 from nas.arch.validate import validate
 from nas.arch.zoo.atomnas import atomnas_supernet
 from nas.cost.analytic import count
-from nas.supernet.atoms import (atom_groups, dead_atoms, dead_macs, ema_decay_for_batch,
+from nas.methods.atomnas.atoms import (atom_groups, dead_atoms, dead_macs, ema_decay_for_batch,
                                 importance, keep_masks, penalty, penalty_normaliser,
                                 penalty_weights, rho)
 

@@ -1,4 +1,4 @@
-"""AutoNL search (nas.supernet.superkernel, nas.methods.autonl): the straight-through
+"""AutoNL search (nas.methods.autonl.superkernel, nas.methods.autonl.search): the straight-through
 indicators, the superkernel's masking against the exported network, the compactness rule,
 the differentiable cost, the Table 1 variants, and end to end."""
 
@@ -16,7 +16,7 @@ from nas.arch.builder import build
 from nas.cost import count
 from nas.ops.lightnl import NL_VARIANTS, NonLocalVariant, nonlocal_macs
 from nas.supernet.base import Supernet
-from nas.supernet.superkernel import (LayerChoice, SuperkernelNet, autonl_space,
+from nas.methods.autonl.superkernel import (LayerChoice, SuperkernelNet, autonl_space,
                                       choice_from_bits, indicator, multilinear)
 
 BIG = 1e6
@@ -320,7 +320,7 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, mon
     with the same weights, thresholds, LightNL distances, decisions and architecture as an
     uninterrupted run."""
     from nas.checkpoints import read_checkpoint
-    from nas.methods import autonl as method
+    from nas.methods.autonl import search as method
 
     cfg = method.AutoNLConfig(width=0.25, stem_stride=1, init="torchvision",
                               warmup_fraction=0.5, lam=0.5)
@@ -342,7 +342,7 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, mon
 
 def test_bad_settings_and_foreign_checkpoints_are_refused(tmp_path, run_entry):
     from nas.checkpoints import CheckpointError
-    from nas.methods import autonl as method
+    from nas.methods.autonl import search as method
     from nas.methods.stage import check_stage_resume
 
     r = run_entry("nas.search", tmp_path, "method=autonl", "budget=smoke", "method.cost=flops")
@@ -365,8 +365,8 @@ def test_latency_cost_is_the_lookup_table_prediction_of_the_export(tmp_path):
     prediction (stem + blocks + head) of the exported network; a second call reuses the
     saved table without measuring."""
     from nas.cost.lut import LatencyTable
-    from nas.methods.autonl import AutoNLConfig
-    from nas.methods.autonl_latency import latency_model
+    from nas.methods.autonl.search import AutoNLConfig
+    from nas.methods.autonl.latency import latency_model
 
     space = _space(input_size=8, se=False, lightnl=False)
     cfg = AutoNLConfig(cost="latency", lut=str(tmp_path / "lut.json"), lut_repeats=1)

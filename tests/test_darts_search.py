@@ -1,4 +1,4 @@
-"""DARTS search (nas.methods.darts, nas.supernet.cells): derivation, the search network,
+"""DARTS search (nas.methods.darts.search, nas.methods.darts.cells): derivation, the search network,
 first- and second-order architecture gradients, the MobileNeXt cell ops, and end to end."""
 
 import csv
@@ -16,10 +16,10 @@ from nas.arch.spec import GenotypeSpec
 from nas.arch.zoo.darts import darts
 from nas.config import ConfigError
 from nas.cost import count
-from nas.methods.darts import DartsConfig, parameter_free
-from nas.methods.darts_grad import exact_second_order, first_order, second_order
+from nas.methods.darts.search import DartsConfig, parameter_free
+from nas.methods.darts.grad import exact_second_order, first_order, second_order
 from nas.supernet.base import Supernet
-from nas.supernet.cells import (DARTS_OPS, CellSearchSpace, CellSupernet, derive, edge_inputs,
+from nas.methods.darts.cells import (DARTS_OPS, CellSearchSpace, CellSupernet, derive, edge_inputs,
                                 parse_ops)
 
 
@@ -232,7 +232,7 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, mon
     """Stopped at the start of its second epoch (after the first epoch's checkpoint), the
     search run again in its directory continues from checkpoints/last.ckpt and ends with
     the same architecture weights, history and genotype as an uninterrupted run."""
-    from nas.methods import darts as method
+    from nas.methods.darts import search as method
 
     cfg = DartsConfig(channels=4, layers=3, eval_channels=4, eval_layers=3)
     straight = method._search(cfg, search_context(tmp_path / "straight"))

@@ -9,9 +9,9 @@ import torch
 
 from nas.arch.builder import build
 from nas.arch.zoo.moga import decode_gene
-from nas.methods.fairnas import FairNASModule
+from nas.methods.moga.fairnas import FairNASModule
 from nas.cost import count
-from nas.methods.moga import largest_path, moga_space
+from nas.methods.moga.search import largest_path, moga_space
 from nas.optim import OptimConfig
 from nas.supernet.base import Supernet
 from nas.supernet.chain import ChainSupernet

@@ -14,7 +14,7 @@ from nas.cost import timing
 from nas.cost.lut import (LatencyTable, LatencyTableError, block_key, fit_calibration, head_key,
                           space_layout, stem_key)
 from nas.cost.lut_report import kendall_tau, lut_report, sample_vectors
-from nas.methods.moga import moga_space
+from nas.methods.moga.search import moga_space
 
 load_or_build = LatencyTable.load_or_build
 WHOLE = 1.1  # how much longer the fake timer makes a whole forward than its parts' sum

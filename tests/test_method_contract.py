@@ -15,11 +15,11 @@ import yaml
 from nas.arch.builder import build
 from nas.config import ConfigError
 from nas.data import make_datamodule
-from nas.methods.atomnas import AtomNASConfig, supernet_spec
+from nas.methods.atomnas.search import AtomNASConfig, supernet_spec
 from nas.optim import OptimConfig
 from nas.search.runner import method_class
 from nas.supernet.base import Supernet
-from nas.supernet.prunable import PrunableChain
+from nas.methods.atomnas.prunable import PrunableChain
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
 from nas.training import train_arch
 
@@ -125,7 +125,7 @@ def test_paper_budget_of_a_searched_arch_uses_its_search_recipe(moga_smoke, tmp_
 
 
 def test_every_supernet_implements_the_protocol():
-    from nas.methods.moga import moga_space
+    from nas.methods.moga.search import moga_space
     from nas.supernet.chain import ChainSupernet
 
     assert isinstance(ChainSupernet(moga_space(width=0.25, num_classes=10, input_size=32)),

@@ -11,7 +11,7 @@ from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_dis
 from pymoo.optimize import minimize
 
 from nas.config import ConfigError, check
-from nas.methods.nsga import (
+from nas.methods.moga.nsga import (
     GenomeProblem,
     HierarchicalMutation,
     IntegerUniformSampling,

@@ -98,7 +98,7 @@ def test_ladder_sampling_spans_the_cost_range():
     """The ladder climbs from near the cheapest network of the space to near the dearest,
     further than uniform draws reach, and its layers still vary."""
     from nas.cost import count
-    from nas.methods.moga import moga_space
+    from nas.methods.moga.search import moga_space
 
     script = load_script("rank_fidelity")
     space = moga_space(width=0.25, stem_stride=2, num_classes=10, input_size=32)

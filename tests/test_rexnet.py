@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 
 from conftest import REPO
 from nas.config import ConfigError, check
-from nas.methods.rexnet import ReXNetConfig
-from nas.methods.rexnet_report import rank_groups, summarize
-from nas.methods.rexnet_space import (Candidate, ChannelSpace, Constraints, SpaceConfig, fit,
+from nas.methods.rexnet.search import ReXNetConfig
+from nas.methods.rexnet.report import rank_groups, summarize
+from nas.methods.rexnet.space import (Candidate, ChannelSpace, Constraints, SpaceConfig, fit,
                                       nonlinearity)
 
 # Table 3: the best configuration of each search, and the worst of (a) (the others are

@@ -16,7 +16,7 @@ from nas.arch.validate import validate
 from nas.cost import count
 from nas.memory_format import is_channels_last
 from nas.optim import RMSpropTF
-from nas.supernet.shrink import shrink_chain
+from nas.methods.atomnas.shrink import shrink_chain
 
 KERNELS = [3, 5, 7]
 

@@ -41,7 +41,7 @@ def test_a_killed_moga_supernet_training_resumes_to_the_same_supernet(tmp_path, 
     """MoGA's supernet trains through the stage: stopped at its second epoch, the search run
     again in its directory continues from last.ckpt and trains the same supernet bit for bit
     (compared at supernet.pt, before the latency table, which timing noise changes)."""
-    from nas.methods import moga as method
+    from nas.methods.moga import search as method
 
     base, _, _ = method_setting("moga", "smoke")
     cfg = check(method.MogaConfig, OmegaConf.to_container(base), "method")

@@ -13,8 +13,8 @@ from nas.arch.zoo import get_spec
 from nas.arch.zoo.moga import GENES
 from nas.cost import count
 from nas.cost.measured import measure
-from nas.methods.fairnas import FairNASModule, fair_paths
-from nas.methods.moga import moga_space
+from nas.methods.moga.fairnas import FairNASModule, fair_paths
+from nas.methods.moga.search import moga_space
 from nas.optim import OptimConfig
 from nas.supernet.base import Supernet
 from nas.supernet.chain import ChainSupernet

@@ -19,7 +19,7 @@ from nas.cost.lut import LatencyTable, LatencyTableError
 from nas.data import DataError
 from nas.data.cifar import read_pickle
 from nas.data.embedded import load_raw
-from nas.methods.nsga import NSGAConfig, run_nsga
+from nas.methods.moga.nsga import NSGAConfig, run_nsga
 from nas.search.runner import resumed_config
 from nas.train import searched_recipe
 
@@ -57,7 +57,7 @@ def _hydra_run(path, marker):
 
 
 def _supernet(path):
-    from nas.methods.moga import _load_supernet, moga_space
+    from nas.methods.moga.search import _load_supernet, moga_space
     from nas.supernet.chain import ChainSupernet
 
     _load_supernet(ChainSupernet(moga_space(width=0.25, num_classes=10, input_size=32)), path)

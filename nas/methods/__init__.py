@@ -1,1 +1,2 @@
-"""Search methods, one module each; each holds a supernet and the method's own rules."""
+"""Search methods: the contract (base), the one search stage (stage), and one package per
+method holding what only that method uses."""

@@ -27,7 +27,7 @@ def method_class(method_cfg: DictConfig) -> type[Method]:
     target = method_cfg.get("_target_")
     if not isinstance(target, str) or "." not in target:
         raise ConfigError(f"method._target_: expected the import path of a nas.methods.base."
-                          f"Method subclass (e.g. nas.methods.moga.MoGA), got {target!r}")
+                          f"Method subclass (e.g. nas.methods.moga.search.MoGA), got {target!r}")
     module_name, _, class_name = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)

@@ -15,7 +15,7 @@ import torch
 from nas.config import require
 from nas.data import make_datamodule
 from nas.methods.base import Method, SearchContext, SearchResult
-from nas.methods.moga import moga_space
+from nas.methods.moga.search import moga_space
 from nas.optim import OptimConfig
 from nas.trainer import LoggerConfig
 from nas.training import train_arch

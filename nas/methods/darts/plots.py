@@ -9,7 +9,7 @@ import torch
 
 from nas.arch.spec import GenotypeSpec
 from nas.files import pyplot, save_figure
-from nas.supernet.cells import NODES, edge_inputs
+from nas.methods.darts.cells import NODES, edge_inputs
 
 
 def _input_name(src: int) -> str:

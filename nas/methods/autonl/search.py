@@ -1,7 +1,7 @@
 """AutoNL: LightNL placement and ratios learned through differentiable thresholds on a
 Single-Path superkernel (specs 1.2, 2.3).
 
-The superkernel network (nas.supernet.superkernel) trains its weights and thresholds with
+The superkernel network (nas.methods.autonl.superkernel) trains its weights and thresholds with
 one optimizer on CE (label smoothing 0.1) + lambda * ln(cost), the cost a differentiable
 function of the decisions: MACs with LightNL's matrix products (AutoNL's FLOPs), or the
 latency lookup table (`cost=latency`, Single-Path NAS's objective). For the first
@@ -32,7 +32,7 @@ from nas.files import pyplot, save_figure, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.optim import OptimConfig
 from nas.seeding import mix_seed
-from nas.supernet.superkernel import (SuperkernelNet, SuperkernelSpace, autonl_space,
+from nas.methods.autonl.superkernel import (SuperkernelNet, SuperkernelSpace, autonl_space,
                                       choice_from_bits)
 
 COSTS = ("macs", "latency")
@@ -258,7 +258,7 @@ def _search(cfg: AutoNLConfig, ctx: SearchContext) -> SearchResult | None:
                      fix="lower method.width or data.batch_size")
     costs = None
     if cfg.cost == "latency":
-        from nas.methods.autonl_latency import latency_model
+        from nas.methods.autonl.latency import latency_model
 
         costs = latency_model(space, cfg, ctx.run_dir)
     def build() -> AutoNLModule:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nas.config import ConfigError
 from nas.cost.lut import LatencyTable, LatencyTableError, block_key, parts
-from nas.supernet.superkernel import CostModel, LayerChoice, SuperkernelSpace
+from nas.methods.autonl.superkernel import CostModel, LayerChoice, SuperkernelSpace
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from nas.arch import io
 from nas.config import ConfigError, require
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
-from nas.methods.rexnet_report import GROUPS, plot_channels, ranking, summarize, write_csv
-from nas.methods.rexnet_space import ChannelSpace, Constraints, SpaceConfig, nonlinearity
+from nas.methods.rexnet.report import GROUPS, plot_channels, ranking, summarize, write_csv
+from nas.methods.rexnet.space import ChannelSpace, Constraints, SpaceConfig, nonlinearity
 from nas.search.sweep import TrainJob, group_overrides, hydra_value, run_sweep
 
 CSV_COLUMNS = ("id", "widths", "breakpoints", "a", "b", "params", "macs", "fill",

@@ -1,9 +1,9 @@
 """DARTS in the cell search space, with MobileNeXt's sandglass operator (specs 1.8, 2.6).
 
 `method.ops` names the operations (`darts`, `darts+sandglass`, `darts+inverted_residual`);
-the search network (nas.supernet.cells) is trained on one half of the training split while
+the search network (nas.methods.darts.cells) is trained on one half of the training split while
 its architecture tensors follow the other half: per iteration one architecture step (Adam;
-first order, or second order through an unrolled weight step: nas.methods.darts_grad)
+first order, or second order through an unrolled weight step: nas.methods.darts.grad)
 then one weight step (SGD, cosine lr, gradient clipping). Each epoch records the mixture
 weights and the derived genotype; the result is the last genotype in the evaluation
 network (arch.yaml), trained from scratch by `python -m nas.train`.
@@ -31,9 +31,9 @@ from nas.config import ConfigError, require
 from nas.cost import count
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
-from nas.methods.darts_grad import HVP_EPS, first_order, second_order
-from nas.methods.darts_plots import plot_alphas, plot_cells
-from nas.supernet.cells import (PARAMETER_FREE, CellSearchSpace, CellSupernet, edge_inputs,
+from nas.methods.darts.grad import HVP_EPS, first_order, second_order
+from nas.methods.darts.plots import plot_alphas, plot_cells
+from nas.methods.darts.cells import (PARAMETER_FREE, CellSearchSpace, CellSupernet, edge_inputs,
                                 parse_ops)
 
 

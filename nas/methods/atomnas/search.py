@@ -4,7 +4,7 @@ The supernet's mixed blocks hold 6 x C_in atoms per kernel 3/5/7. Training minim
 cross-entropy plus rho(step) * sum_i c_i |alpha_i| over the BN scales after the depthwise
 convs (one per atom), c_i the atom's cost over the mean atom cost; after each validation
 the atoms whose scale and EMA scale are both below the threshold are removed physically
-once their MACs reach the shrink threshold (nas.supernet.shrink). Evaluation uses the
+once their MACs reach the shrink threshold (nas.methods.atomnas.shrink). Evaluation uses the
 weight EMA with recalibrated BN statistics; the final network needs no retraining.
 """
 
@@ -34,11 +34,11 @@ from nas.ema import tf_ema_decay
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.optim import OptimConfig
-from nas.supernet.atoms import (PENALTY_MODES, atom_groups, dead_atoms, dead_macs,
+from nas.methods.atomnas.atoms import (PENALTY_MODES, atom_groups, dead_atoms, dead_macs,
                                 ema_decay_for_batch, importance, keep_masks, penalty,
                                 penalty_normaliser, penalty_weights, rho)
 from nas.supernet.base import Exported
-from nas.supernet.prunable import PrunableChain
+from nas.methods.atomnas.prunable import PrunableChain
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from nas.arch.spec import ChainSpec, MixedKernelSpec
 from nas.ops.network import Network
 from nas.supernet.base import Exported
 from nas.supernet.bn import recalibrate_bn
-from nas.supernet.shrink import shrink_chain
+from nas.methods.atomnas.shrink import shrink_chain
 from nas.supernet.space import Decision, SearchSpace
 
 
@@ -64,7 +64,7 @@ class PrunableChain(Network):
                optimizers: Iterable[torch.optim.Optimizer] = (),
                memory_format: torch.memory_format = torch.contiguous_format) -> ChainSpec:
         """Remove the atoms `keep` leaves out from the network, its EMA and the optimizers'
-        state (nas.supernet.shrink.shrink_chain); returns the new architecture."""
+        state (nas.methods.atomnas.shrink.shrink_chain); returns the new architecture."""
         old = self.spec
         self.spec = shrink_chain(self.net, old, keep, optimizers=optimizers,
                                  memory_format=memory_format)

@@ -51,7 +51,7 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
 def summarize(rows: Sequence[dict], fraction: float) -> dict:
     """Per group: size, accuracy / params / MACs / nonlinearity mean and std, widths mean and
     std per block; the best and worst candidates; and over all candidates the Spearman
-    correlation of accuracy with the nonlinearity (nas.methods.rexnet_space) and with the
+    correlation of accuracy with the nonlinearity (nas.methods.rexnet.space) and with the
     first / last width. `rows` need `accuracy`, `params`, `macs`, `widths`, `nonlinearity`, `id`."""
     accuracies = [r["accuracy"] for r in rows]
     groups = rank_groups(accuracies, fraction)
