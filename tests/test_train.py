@@ -15,10 +15,11 @@ from nas.arch.zoo import ZOO, get_spec
 from nas.checkpoints import load_model
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import check
-from nas.data import make_datamodule
+from nas.data import data_config, make_datamodule
 from nas.memory_format import resolve
 from nas.optim import OptimConfig
-from nas.training import BudgetConfig, LoggerConfig, TrainerConfig, train_arch
+from nas.training import (BudgetConfig, LoggerConfig, TrainerConfig, train_arch,
+                          with_budget_batch)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -99,8 +100,7 @@ def test_train_arch_with_a_seed_is_the_command_line_run_with_that_seed(tmp_path)
 
     def python_run(seed):
         budget = check(BudgetConfig, _compose("budget=smoke").budget, "budget")
-        dm = make_datamodule({"name": "embedded", "batch_size": budget.batch_size,
-                              "eval_batch_size": budget.batch_size})
+        dm = make_datamodule(with_budget_batch(data_config({"name": "embedded"}), budget))
         spec = dataclasses.replace(get_spec("mobilenetv2_035", num_classes=dm.num_classes,
                                             input_size=dm.input_size),
                                    in_channels=dm.in_channels)

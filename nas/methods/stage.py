@@ -33,7 +33,7 @@ class Fitted:
 
 
 class StageIdentity(Callback):
-    """Writes the stage's name and identity into every checkpoint (`nas.search`)."""
+    """Writes the stage's name and identity into every checkpoint, as nas.search."""
 
     def __init__(self, name: str, identity: str):
         self.name, self.identity = name, identity
