@@ -8,7 +8,6 @@ training (DARTS's auxiliary loss and drop-path ramp) lives with the network
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,7 +20,7 @@ from nas.arch.builder import build
 from nas.arch.spec import ArchSpec
 from nas.cost import count
 from nas.ops.network import Network
-from nas.optim import OptimConfig, build_optimizer
+from nas.optim import OptimConfig, lightning_optimizers
 from nas.supernet.bn import recalibrate_bn
 
 
@@ -67,14 +66,10 @@ class ClassifierModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        epochs = max(1, self.trainer.max_epochs or 1)
-        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / epochs))
-        world = max(1, self.trainer.world_size)
         scaled, scale = self.lr_scaled_parameters()
-        opt, sched = build_optimizer(self.model, self.optim_cfg, batch_size=self.batch_size * world,
-                                     steps_per_epoch=steps_per_epoch, max_epochs=epochs,
-                                     lr_scaled=scaled, lr_scale=scale)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return lightning_optimizers(self.trainer, self.model, self.optim_cfg,
+                                    batch_size=self.batch_size, lr_scaled=scaled,
+                                    lr_scale=scale)
 
     def lr_scaled_parameters(self) -> tuple[list[nn.Parameter], float]:
         """Parameters trained at a multiple of the lr, and the multiple (none here)."""

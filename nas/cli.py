@@ -16,7 +16,8 @@ from typing import Sequence
 
 GROUPS = ("arch", "data", "method", "optim", "trainer", "logger", "budget", "recipe",
           "experiment")
-_CHOICE = re.compile(r"^\+{0,2}(" + "|".join(GROUPS) + r")=(.+)$")
+# `group=option`, or `group@package=option` for a group placed elsewhere (optim@method.optim).
+_CHOICE = re.compile(r"^\+{0,2}((" + "|".join(GROUPS) + r")(?:@[\w.]+)?)=(.+)$")
 _SEARCHPATH = re.compile(r"^hydra\.searchpath=\[(.*)\]$")
 
 
@@ -48,15 +49,15 @@ def unknown_choice(argv: Sequence[str], conf_dir: Path) -> str | None:
     dirs = _search_dirs(argv, conf_dir)
     for arg in argv:
         m = _CHOICE.match(arg)
-        if not m or any(c in m.group(2) for c in "($[{"):
+        if not m or any(c in m.group(3) for c in "($[{"):
             continue
-        group, options = m.group(1), None
-        for value in m.group(2).split(","):
+        key, group, options = m.group(1), m.group(2), None
+        for value in m.group(3).split(","):
             options = options if options is not None else _options(group, dirs)
             if value not in options:
                 close = difflib.get_close_matches(value, sorted(options), n=3, cutoff=0.5)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                return (f"{group}={value}: no such option{hint} (the options are "
+                return (f"{key}={value}: no such option{hint} (the options are "
                         f"conf/{group}/*.yaml: {len(options)} of them)")
     return None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -259,6 +260,20 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, *, batch_size: int,
     return opt, LambdaLR(opt, lr_lambda=factor)
 
 
+def lightning_optimizers(trainer: Any, model: nn.Module, cfg: OptimConfig, *, batch_size: int,
+                         lr_scaled: Sequence[nn.Parameter] = (), lr_scale: float = 1.0
+                         ) -> dict:
+    """`configure_optimizers`'s answer for a module training `model` under `trainer`: the
+    optimizer at the lr of the global batch (`batch_size` per device times the devices) and
+    its schedule stepped every optimizer step, over the trainer's epochs."""
+    epochs = max(1, trainer.max_epochs or 1)
+    steps_per_epoch = max(1, math.ceil(trainer.estimated_stepping_batches / epochs))
+    opt, sched = build_optimizer(model, cfg, batch_size=batch_size * max(1, trainer.world_size),
+                                 steps_per_epoch=steps_per_epoch, max_epochs=epochs,
+                                 lr_scaled=lr_scaled, lr_scale=lr_scale)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
@@ -266,6 +281,7 @@ __all__ = [
     "OptimConfig",
     "RMSpropTF",
     "build_optimizer",
+    "lightning_optimizers",
     "param_groups",
     "scaled_lr",
 ]

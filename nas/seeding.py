@@ -33,9 +33,15 @@ def mix_seed(*values: int) -> int:
     return z >> 1
 
 
+def derived_seed(*values: int) -> int:
+    """A run seed (32 bits: NumPy and Lightning's seed_everything accept no more) derived
+    from a run's seed and the indices of a stream, such as a training's repeat."""
+    return mix_seed(*values) & 0xFFFF_FFFF
+
+
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The 32-bit seed of one epoch on one process (NumPy accepts no more)."""
-    return mix_seed(seed, epoch, rank) & 0xFFFF_FFFF
+    """The seed of one epoch on one process."""
+    return derived_seed(seed, epoch, rank)
 
 
 class EpochSeed(Callback):

@@ -1,7 +1,7 @@
 """Training as a library: `train_arch` trains and evaluates an ArchSpec on a datamodule in a
-run directory, from plain Python (no Hydra inside); `train_from_config` is the same from a
-composed `train` config, the work behind `python -m nas.train` and any sweep that trains
-candidates.
+run directory, from plain Python (no Hydra inside); a `Recipe` holds everything of a training
+but the architecture and the seed; `train_from_config` is the same from a composed `train`
+config, the work behind `python -m nas.train`. Many trainings at once: nas.evaluation.
 
     from nas.training import train_arch
     metrics = train_arch(get_spec("moga_a", num_classes=10, input_size=32), datamodule,
@@ -78,28 +78,72 @@ def with_budget_batch(data: LoaderConfig, budget: BudgetConfig) -> LoaderConfig:
                                eval_batch_size=budget.batch_size)
 
 
+@dataclass
+class Recipe:
+    """How a network is trained and evaluated: every checked group of a `train` config but
+    the architecture, and the run options that are the same for each training of a sweep.
+    One structured value, so an evaluator writes it to a file as it is
+    (`nas.evaluation`) and `python -m nas.train` and a sweep's jobs train alike."""
+
+    data: LoaderConfig
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
+    bn_recalibration_steps: int = 0
+    export_onnx: bool = True
+
+    def to_dict(self) -> dict:
+        """Plain values, the keys of a `train` config (what `read_config` reads back)."""
+        return dataclasses.asdict(self)
+
+    def datamodule(self) -> ImageDataModule:
+        """The datamodule of `data` with the budget's batch size, where it sets one."""
+        return make_datamodule(with_budget_batch(self.data, self.budget))
+
+    def train(self, spec: ArchSpec, run_dir: Path, *, seed: int,
+              datamodule: Optional[ImageDataModule] = None, **run: Any) -> Optional[dict]:
+        """`train_arch` of `spec` with this recipe (`run`: its per-run options, such as
+        ckpt_path or callbacks); the spec takes the data's channel count."""
+        datamodule = datamodule or self.datamodule()
+        if spec.in_channels != datamodule.in_channels:
+            spec = dataclasses.replace(spec, in_channels=datamodule.in_channels)
+        return train_arch(spec, datamodule, optim=self.optim, budget=self.budget,
+                          trainer=self.trainer, logger=self.logger, run_dir=run_dir, seed=seed,
+                          bn_recalibration_steps=self.bn_recalibration_steps,
+                          export=self.export_onnx, **run)
+
+
+RUN_KEYS = ("seed", "ckpt_path", "bn_recalibration_steps", "export_onnx", "weights",
+            "evaluate_only")
+
+
+def read_config(cfg: DictConfig | dict) -> tuple[Recipe, RunConfig]:
+    """Check every group of a `train` config but `arch` (one ConfigError line for the first
+    bad value): its recipe, and its run options."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    run = check(RunConfig, {k: cfg.get(k) for k in RUN_KEYS if k in cfg}, "run")
+    recipe = Recipe(data=data_config(cfg.data), optim=check(OptimConfig, cfg.optim, "optim"),
+                    budget=check(BudgetConfig, cfg.budget, "budget"),
+                    trainer=check(TrainerConfig, cfg.trainer, "trainer"),
+                    logger=check(LoggerConfig, cfg.logger, "logger"),
+                    bn_recalibration_steps=run.bn_recalibration_steps,
+                    export_onnx=run.export_onnx)
+    return recipe, run
+
+
 def train_from_config(cfg: DictConfig, run_dir: Path,
                       callbacks: Sequence[Callback] = ()) -> Optional[dict]:
-    """Check every group of a composed `train` config, then `train_arch` in `run_dir` (with
-    more Lightning `callbacks`, if given)."""
-    run = check(RunConfig, {k: cfg.get(k) for k in ("seed", "ckpt_path", "bn_recalibration_steps",
-                                                    "export_onnx", "weights", "evaluate_only")},
-                "run")
-    budget = check(BudgetConfig, cfg.budget, "budget")
-    trainer = check(TrainerConfig, cfg.trainer, "trainer")
-    logger = check(LoggerConfig, cfg.logger, "logger")
-    optim = check(OptimConfig, cfg.optim, "optim")
-    datamodule = make_datamodule(with_budget_batch(data_config(cfg.data), budget))
+    """Check every group of a composed `train` config, then train its architecture with its
+    recipe in `run_dir` (with more Lightning `callbacks`, if given)."""
+    recipe, run = read_config(cfg)
+    datamodule = recipe.datamodule()
     spec = spec_from_config(cfg.arch, num_classes=datamodule.num_classes,
                             input_size=datamodule.input_size)
-    if spec.in_channels != datamodule.in_channels:
-        spec = dataclasses.replace(spec, in_channels=datamodule.in_channels)
-    return train_arch(spec, datamodule, optim=optim, budget=budget, trainer=trainer,
-                      logger=logger, run_dir=run_dir, seed=run.seed, ckpt_path=run.ckpt_path,
-                      weights=run.weights, evaluate_only=run.evaluate_only,
-                      bn_recalibration_steps=run.bn_recalibration_steps,
-                      export=run.export_onnx, callbacks=callbacks,
-                      hparams={"config": OmegaConf.to_container(cfg, resolve=True)})
+    return recipe.train(spec, run_dir, seed=run.seed, datamodule=datamodule,
+                        ckpt_path=run.ckpt_path, weights=run.weights,
+                        evaluate_only=run.evaluate_only, callbacks=callbacks,
+                        hparams={"config": OmegaConf.to_container(cfg, resolve=True)})
 
 
 def train_arch(spec: ArchSpec, datamodule: ImageDataModule, *, optim: OptimConfig,
@@ -168,7 +212,8 @@ def train_arch(spec: ArchSpec, datamodule: ImageDataModule, *, optim: OptimConfi
         "best_val_top1": float(best_score) if best_score is not None else None,
         "final_val_top1": final_val.get("val/top1"), "final_val_top5": final_val.get("val/top5"),
         "test_top1": test.get("test/top1"), "test_top5": test.get("test/top5"),
-        "epochs": pl_trainer.current_epoch, "global_step": pl_trainer.global_step,
+        "seed": seed, "epochs": pl_trainer.current_epoch,
+        "global_step": pl_trainer.global_step,
         "world_size": pl_trainer.world_size,
         "fit_seconds": round(fit_seconds, 2), "run_dir": str(run_dir),
         "best_checkpoint": best.best_model_path or None,

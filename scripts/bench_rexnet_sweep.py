@@ -61,8 +61,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
-    setups = {"sequential": (["method.launcher=basic"], args.sequential_threads),
-              f"joblib_{args.jobs}": (["method.launcher=joblib", f"method.jobs={args.jobs}"],
+    setups = {"sequential": (["method.evaluator.launcher=basic"], args.sequential_threads),
+              f"joblib_{args.jobs}": (["method.evaluator.launcher=joblib",
+                                       f"method.evaluator.jobs={args.jobs}"],
                                       None)}
     seconds: dict[str, list[float]] = {name: [] for name in setups}
     with tempfile.TemporaryDirectory() as tmp:

@@ -96,7 +96,7 @@ class InputError(Exception):
 
 def load_supernet(space, path: Path, width: float, stem_stride: int,
                   weights: str) -> torch.nn.Module:
-    from nas.supernet.chain import ChainSupernet
+    from nas.methods.moga.supernet import ChainSupernet
 
     supernet = ChainSupernet(space, weights)
     where = f"--supernet {path}"

@@ -70,6 +70,19 @@ def _group_files():
         yield path, method_class(OmegaConf.load(path)).Config
 
 
+def _placed_groups(cfg) -> dict:
+    """The defaults entries that compose another group into a field of this config
+    (`- /optim@optim: sgd_cosine`), as {field: (group, option)}."""
+    out = {}
+    for entry in cfg.get("defaults", []):
+        if OmegaConf.is_dict(entry):
+            (key, option), = entry.items()
+            if key.startswith("/") and "@" in key:
+                group, field = key[1:].split("@")
+                out[field] = (group, option)
+    return out
+
+
 def _id(value):
     return value.relative_to(CONF).as_posix() if isinstance(value, Path) else ""
 
@@ -78,7 +91,15 @@ def _id(value):
 def test_every_value_is_defined_once(path, schema):
     cfg = OmegaConf.load(path)
     values = _values(cfg)
-    if "defaults" not in cfg:  # a base: it states the schema's defaults
+    placed = _placed_groups(cfg)
+    for key, (group, option) in placed.items():
+        # A group option composed into a field (`- /optim@optim: sgd_cosine`): that field's
+        # schema default is the option's values.
+        option_values = _values(OmegaConf.load(CONF / group / f"{option}.yaml"))
+        assert _mismatches(option_values, _schema_defaults(schema)[key], f"{path.stem}.{key}") \
+            == []
+    if "defaults" not in cfg or len(placed) == len(cfg.defaults) - 1:
+        # a base: it states the schema's defaults
         assert path.parent.name not in DEFAULT_OPTIONS or \
             DEFAULT_OPTIONS[path.parent.name] == path.stem, f"{path}: a second base"
         assert _mismatches(values, _schema_defaults(schema), path.stem) == []

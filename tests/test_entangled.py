@@ -14,8 +14,8 @@ from nas.cost import count
 from nas.methods.moga.search import largest_path, moga_space
 from nas.optim import OptimConfig
 from nas.supernet.base import Supernet
-from nas.supernet.chain import ChainSupernet
-from nas.supernet.entangled import SharedBlock, SlicedChoice, largest, slice_to
+from nas.methods.moga.supernet import ChainSupernet
+from nas.methods.moga.entangled import SharedBlock, SlicedChoice, largest, slice_to
 
 
 @pytest.fixture(scope="module")

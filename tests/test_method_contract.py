@@ -124,24 +124,85 @@ def test_paper_budget_of_a_searched_arch_uses_its_search_recipe(moga_smoke, tmp_
     assert last.startswith("error: budget=paper:") and "recipe=paper/<zoo name>" in last
 
 
-def test_every_supernet_implements_the_protocol():
+def _supernets() -> dict:
+    """One small instance of each implementation, the input size it takes, and whether it
+    runs a choice other than its own pick: (export, recalibrate)."""
+    from nas.arch.zoo import get_spec
+    from nas.methods.autonl.superkernel import SuperkernelNet, autonl_space
+    from nas.methods.darts.cells import CellSearchSpace, CellSupernet
     from nas.methods.moga.search import moga_space
-    from nas.supernet.chain import ChainSupernet
+    from nas.methods.moga.supernet import ChainSupernet
 
-    assert isinstance(ChainSupernet(moga_space(width=0.25, num_classes=10, input_size=32)),
-                      Supernet)
-    spec = supernet_spec(AtomNASConfig(width=0.25, stem_stride=2), num_classes=10,
-                         input_size=32, in_channels=3)
-    prunable = PrunableChain(spec)
-    assert isinstance(prunable, Supernet)
+    atomnas = supernet_spec(AtomNASConfig(width=0.25, stem_stride=2), num_classes=10,
+                            input_size=32, in_channels=3)
+    darts = CellSearchSpace(("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"),
+                            get_spec("darts_v2", num_classes=10, input_size=16))
+    return {
+        "chain (MoGA)": (ChainSupernet(moga_space(width=0.25, num_classes=10, input_size=32)),
+                         32, (True, True)),
+        "prunable (AtomNAS)": (PrunableChain(atomnas), 32, (False, False)),
+        "superkernel (AutoNL)": (SuperkernelNet(autonl_space(width=0.25, stem_stride=1,
+                                                             num_classes=10, input_size=16)),
+                                 16, (True, False)),
+        "cells (DARTS)": (CellSupernet(darts, channels=4, layers=3), 16, (True, False)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["chain (MoGA)", "prunable (AtomNAS)", "superkernel (AutoNL)",
+                                  "cells (DARTS)"])
+def test_every_supernet_answers_the_protocol_with_one_meaning_of_choice(kind):
+    """Called only through `Supernet` and `hand_back` (the search stage's consumer): a
+    vector is that architecture, None the supernet's own pick; a choice it cannot run is
+    one ChoiceError of one form."""
+    from nas.supernet.base import ChoiceError, hand_back
+
+    net, size, (exports_any, recalibrates_any) = _supernets()[kind]
+    assert isinstance(net, Supernet)
+    supernet: Supernet = net
+    batches = [(torch.randn(4, 3, size, size), None) for _ in range(2)]
+    own = supernet.choice()
+    samples = (supernet.space.sample(torch.Generator().manual_seed(s)) for s in range(50))
+    other = next(v for v in samples if v != own)
+    if own is not None:
+        assert supernet.space.check(own) == own
+        handed = hand_back(supernet, "found", batches=batches, steps=2)
+        assert handed.spec.name == "found"
+        assert handed.spec == supernet.export(own, name="found").spec
+        assert supernet.recalibrate(batches, 2) == 2
+        assert supernet.recalibrate(batches, 2, own) == 2
+        model = build(handed.spec)
+        if handed.state_dict is not None:
+            model.load_state_dict(handed.state_dict)
+        assert model(batches[0][0]).shape == (4, 10)
+    else:
+        with pytest.raises(ChoiceError, match="has no pick of its own; expected a decision"):
+            hand_back(supernet, "found")
+    only_own = "runs only its own pick; decision '"
+    if exports_any:
+        assert supernet.export(other, name="x").spec == supernet.space.to_spec(other, "x")
+    else:
+        with pytest.raises(ChoiceError, match=only_own):
+            supernet.export(other)
+    if recalibrates_any:
+        assert supernet.recalibrate(batches, 2, other) == 2
+    else:
+        with pytest.raises(ChoiceError, match=only_own):
+            supernet.recalibrate(batches, 2, other)
+    with pytest.raises(ValueError, match="expected .* decisions"):
+        supernet.export([0])
+
+
+def test_the_atomnas_hand_back_is_its_ema_network():
+    """The prunable network hands back the atoms alive with the EMA weights it evaluates."""
+    from nas.supernet.base import hand_back
+
+    prunable = PrunableChain(supernet_spec(AtomNASConfig(width=0.25, stem_stride=2),
+                                           num_classes=10, input_size=32, in_channels=3))
     assert prunable.choice() == [len(d.candidates) - 1 for d in prunable.space.decisions]
     batches = [(torch.randn(8, 3, 32, 32), None) for _ in range(2)]
-    assert prunable.recalibrate(batches, steps=2) == 2
-    exported = prunable.export(name="found")
+    exported = hand_back(prunable, "found", batches=batches, steps=2)
     model = build(exported.spec)
     model.load_state_dict(exported.state_dict)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), prunable.ema.eval()(x), atol=1e-5)
-    with pytest.raises(ValueError, match="exports the atoms it kept"):
-        prunable.export([0] * len(prunable.space))

@@ -17,7 +17,7 @@ from nas.methods.moga.fairnas import FairNASModule, fair_paths
 from nas.methods.moga.search import moga_space
 from nas.optim import OptimConfig
 from nas.supernet.base import Supernet
-from nas.supernet.chain import ChainSupernet
+from nas.methods.moga.supernet import ChainSupernet
 
 
 @pytest.fixture(scope="module")

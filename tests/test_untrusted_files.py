@@ -58,7 +58,7 @@ def _hydra_run(path, marker):
 
 def _supernet(path):
     from nas.methods.moga.search import _load_supernet, moga_space
-    from nas.supernet.chain import ChainSupernet
+    from nas.methods.moga.supernet import ChainSupernet
 
     _load_supernet(ChainSupernet(moga_space(width=0.25, num_classes=10, input_size=32)), path)
 

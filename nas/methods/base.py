@@ -60,7 +60,8 @@ class SearchContext:
             **options: Any) -> Optional[Fitted]:
         """The one search stage (`nas.methods.stage.fit_stage`): reseed, build, fit with an
         every-epoch last.ckpt that a resumed run continues from (its identity checked first),
-        timed; a `Fitted` on rank zero, None elsewhere."""
+        timed, and (`hand_back_as=`) the supernet's own pick exported; a `Fitted` on rank
+        zero, None elsewhere."""
         return fit_stage(self, build, name=name, identity=identity, **options)
 
     def make_trainer(self, *, name: str, callbacks: Sequence[Callback] = (),

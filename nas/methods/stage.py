@@ -1,10 +1,13 @@
-"""The one search stage: seed, build, fit with an every-epoch `last.ckpt`, resume.
+"""The one search stage: seed, build, fit with an every-epoch `last.ckpt`, resume, and hand
+back the supernet's own pick.
 
 Every method that trains a network while it searches (AtomNAS, AutoNL, DARTS, MoGA's
 supernet) runs that training through `SearchContext.fit`, which calls `fit_stage` here. A
 stage's checkpoint carries the stage's name and an identity string (the network it trains,
 as the method spells it), so a killed search resumes only from its own checkpoint, and a
-foreign one is refused with one `CheckpointError` line of one form.
+foreign one is refused with one `CheckpointError` line of one form. A stage that searches
+(`hand_back_as=`) exports its module's `supernet` through the Supernet protocol
+(nas.supernet.base.hand_back).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pytorch_lightning.callbacks import Callback
 
 from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
 from nas.classifier import CHECKPOINT_FORMAT
+from nas.supernet.base import Exported, hand_back
 
 Verify = Callable[[dict, Path], None]   # more checks of a checkpoint (CheckpointError)
 
@@ -30,6 +34,7 @@ class Fitted:
     module: pl.LightningModule
     trainer: pl.Trainer
     seconds: float
+    exported: Optional[Exported] = None   # the supernet's own pick (with hand_back_as=)
 
 
 class StageIdentity(Callback):
@@ -67,9 +72,13 @@ def check_stage_resume(path: Path, name: str, identity: str,
 def fit_stage(ctx: Any, build: Callable[[], pl.LightningModule], *, name: str, identity: str,
               verify: Optional[Verify] = None, datamodule: Any = None,
               train_dataloaders: Any = None, val_dataloaders: Any = None,
-              callbacks: Sequence[Callback] = (), **trainer_overrides: Any) -> Optional[Fitted]:
+              callbacks: Sequence[Callback] = (), hand_back_as: Optional[str] = None,
+              recalibration_steps: int = 0, **trainer_overrides: Any) -> Optional[Fitted]:
     """Reseed, `build()` the module, fit it (continuing from `run_dir/checkpoints/last.ckpt`
-    when there is one of this stage), time it; the result on rank zero, None elsewhere."""
+    when there is one of this stage), time it; the result on rank zero, None elsewhere.
+    With `hand_back_as`, the module's `supernet` exports its own pick under that name, its
+    BN statistics first re-estimated on `recalibration_steps` training batches of
+    `datamodule` (reseeded, so that a resumed run draws the same batches)."""
     ctx.reseed()
     module = build()
     ckpt_dir = ctx.run_dir / "checkpoints"
@@ -86,4 +95,10 @@ def fit_stage(ctx: Any, build: Callable[[], pl.LightningModule], *, name: str, i
     seconds = time.time() - start
     if not trainer.is_global_zero:
         return None
-    return Fitted(module, trainer, seconds)
+    exported = None
+    if hand_back_as is not None:
+        ctx.reseed()
+        batches = datamodule.train_dataloader() if recalibration_steps > 0 else None
+        exported = hand_back(module.supernet, hand_back_as, batches=batches,
+                             steps=recalibration_steps, device=module.device)
+    return Fitted(module, trainer, seconds, exported)

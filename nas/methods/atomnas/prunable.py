@@ -16,7 +16,7 @@ import torch
 from nas.arch.builder import build
 from nas.arch.spec import ChainSpec, MixedKernelSpec
 from nas.ops.network import Network
-from nas.supernet.base import Exported
+from nas.supernet.base import Exported, resolve_choice
 from nas.supernet.bn import recalibrate_bn
 from nas.methods.atomnas.shrink import shrink_chain
 from nas.supernet.space import Decision, SearchSpace
@@ -82,14 +82,10 @@ class PrunableChain(Network):
         alive = _groups(self.spec)
         return [alive.get(key, 0) for key in _groups(self.supernet_spec)]
 
-    def _own(self, choice: Optional[Sequence[int]]) -> None:
-        if choice is not None and list(choice) != self.choice():
-            raise ValueError("a prunable network exports the atoms it kept; pass choice=None")
-
     def export(self, choice: Optional[Sequence[int]] = None,
                name: Optional[str] = None) -> Exported:
         """The architecture of the atoms alive, with the EMA weights (evaluated as trained)."""
-        self._own(choice)
+        resolve_choice(self, choice, any_choice=False)
         spec = self.spec if name is None else dataclasses.replace(self.spec, name=name)
         state = {k: v.detach().cpu().clone() for k, v in self.ema.state_dict().items()}
         return Exported(spec, state)
@@ -97,5 +93,5 @@ class PrunableChain(Network):
     def recalibrate(self, batches: Iterable, steps: int, choice: Optional[Sequence[int]] = None,
                     device: torch.device | str | None = None) -> int:
         """Re-estimate the EMA network's BN statistics (the network that is evaluated)."""
-        self._own(choice)
+        resolve_choice(self, choice, any_choice=False)
         return recalibrate_bn(self.ema, batches, steps, device)

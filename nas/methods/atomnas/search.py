@@ -136,6 +136,11 @@ class AtomNASModule(ClassifierModule):
         self.warmup_steps = 0
 
     @property
+    def supernet(self) -> PrunableChain:
+        """What the search stage hands back (nas.methods.stage)."""
+        return self.model
+
+    @property
     def supernet_spec(self) -> ChainSpec:
         return self.model.supernet_spec
 
@@ -329,21 +334,20 @@ def _search(cfg: AtomNASConfig, ctx: SearchContext) -> SearchResult | None:
                      name="atomnas", identity=io.dumps(spec), verify=verify_shrunk_weights,
                      datamodule=datamodule, gradient_clip_val=cfg.optim.grad_clip,
                      single_device="AtomNAS runs on one device for now (physical shrinking "
-                                   "under DDP is not supported)")
+                                   "under DDP is not supported)",
+                     # The result: the atoms alive with the EMA weights, their BN statistics
+                     # re-estimated on many batches.
+                     hand_back_as="atomnas_searched",
+                     recalibration_steps=cfg.final_recalibration_steps)
     if fitted is None:
         return None
     module, trainer, fit_seconds = fitted.module, fitted.trainer, fitted.seconds
-    run_dir = ctx.run_dir
+    exported, run_dir = fitted.exported, ctx.run_dir
 
-    # Final evaluation: the EMA weights with BN statistics re-estimated on many batches,
-    # reseeded so that a resumed run that only has this step left reports the same figures.
-    ctx.reseed()
-    module.model.recalibrate(datamodule.train_dataloader(), cfg.final_recalibration_steps,
-                             device=module.device)
+    # Final evaluation of those weights, as recalibrated.
     module.bn_recalibration_steps = 0
     val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    exported = module.model.export(name="atomnas_searched")
     model_checkpoint(exported, run_dir / "model.ckpt")
     _write_flops(module.history, run_dir / "flops.csv", run_dir / "flops.png")
     _write_atoms(spec, exported.spec, run_dir / "atoms.png")

@@ -113,6 +113,11 @@ class AutoNLModule(ClassifierModule):
         self.warmup_steps = 0
         self.history: list[dict] = []
 
+    @property
+    def supernet(self) -> SuperkernelNet:
+        """What the search stage hands back (nas.methods.stage)."""
+        return self.model
+
     def on_fit_start(self) -> None:
         self.warmup_steps = round(self.cfg.warmup_fraction * self.trainer.estimated_stepping_batches)
         if not self.history:
@@ -266,12 +271,12 @@ def _search(cfg: AutoNLConfig, ctx: SearchContext) -> SearchResult | None:
         return AutoNLModule(net, cfg, batch_size=datamodule.batch_size, seed=ctx.seed)
 
     fitted = ctx.fit(build, name="autonl", identity=space_identity(space),
-                     datamodule=datamodule, gradient_clip_val=cfg.optim.grad_clip)
+                     datamodule=datamodule, gradient_clip_val=cfg.optim.grad_clip,
+                     hand_back_as="autonl_searched")
     if fitted is None:
         return None
     module, trainer, seconds = fitted.module, fitted.trainer, fitted.seconds
-    net, run_dir = module.model, ctx.run_dir
-    exported = net.export(name="autonl_searched")
+    net, exported, run_dir = module.model, fitted.exported, ctx.run_dir
     search_cost = float(net.cost(net.decisions()))
     cost, largest = count(exported.spec), count(space.to_spec(space.largest()))
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ from nas.arch.widths import make_divisible
 from nas.ops.layers import ConvBNAct, Norm, init_weights, make_norm
 from nas.ops.lightnl import nonlocal_product
 from nas.ops.network import Network
-from nas.supernet.base import Exported
+from nas.supernet.base import Exported, resolve_choice
 from nas.supernet.bn import recalibrate_bn
 from nas.supernet.space import Decision, SearchSpace
 
@@ -506,13 +506,14 @@ class SuperkernelNet(Network):
                name: Optional[str] = None) -> Exported:
         """The chosen architecture (None: the thresholds' decisions); AutoNL trains it from
         scratch, so no weights come with it."""
-        vector = self.choice() if choice is None else choice
+        vector = resolve_choice(self, choice, any_choice=True)
         return Exported(self.space.to_spec(vector, name), None)
 
     def recalibrate(self, batches: Iterable, steps: int, choice: Sequence[int] | None = None,
                     device: torch.device | str | None = None) -> int:
-        if choice is not None and list(choice) != self.choice():
-            raise ValueError("the superkernel network evaluates its own decisions only")
+        """Re-estimate the BN statistics of the superkernel network, which runs only its
+        thresholds' decisions."""
+        resolve_choice(self, choice, any_choice=False)
         return recalibrate_bn(self, batches, steps, device)
 
 

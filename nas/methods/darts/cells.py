@@ -21,7 +21,7 @@ from torch import nn
 from nas.arch.shapes import cell_plan
 from nas.arch.spec import CELL_OPS, CellSpec, GenotypeSpec
 from nas.ops.darts import FactorizedReduce, ReLUConvBN, make_op
-from nas.supernet.base import Exported
+from nas.supernet.base import Exported, resolve_choice
 from nas.supernet.bn import recalibrate_bn
 from nas.supernet.space import Decision, SearchSpace
 
@@ -221,18 +221,21 @@ class CellSupernet(nn.Module):
         return GenotypeSpec(normal=derive(normal, self.ops), normal_concat=concat,
                             reduce=derive(reduce, self.ops), reduce_concat=list(concat))
 
+    def choice(self) -> list[int]:
+        """The derived genotype as a decision vector of `space`."""
+        return self.space.vector(self.genotype())
+
     def export(self, choice: Optional[Sequence[int]] = None,
                name: Optional[str] = None) -> Exported:
         """The derived genotype (or `choice`) in the evaluation network; weights are not
         inherited (DARTS trains the evaluation network from scratch)."""
-        vector = self.space.vector(self.genotype()) if choice is None else choice
+        vector = resolve_choice(self, choice, any_choice=True)
         return Exported(self.space.to_spec(vector, name), None)
 
     def recalibrate(self, batches: Iterable, steps: int,
                     choice: Optional[Sequence[int]] = None,
                     device: torch.device | str | None = None) -> int:
-        """Re-estimate the mixture network's BN statistics (the whole relaxed network: a
-        genotype `choice` is not a path of it)."""
-        if choice is not None:
-            raise ValueError("the DARTS search network recalibrates only its own mixture")
+        """Re-estimate the mixture network's BN statistics: the whole relaxed network runs,
+        whose pick is its derived genotype (another genotype is not a path of it)."""
+        resolve_choice(self, choice, any_choice=False)
         return recalibrate_bn(self, batches, steps, device)

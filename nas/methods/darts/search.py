@@ -167,6 +167,11 @@ class DartsModule(pl.LightningModule):
         self.history: list[dict] = []
         self._val = [0, 0, 0.0]  # correct, seen, loss sum
 
+    @property
+    def supernet(self) -> CellSupernet:
+        """What the search stage hands back (nas.methods.stage)."""
+        return self.net
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -294,13 +299,12 @@ def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
                      name="darts", identity=identity,
                      train_dataloaders=CombinedLoader({"weights": train, "arch": held},
                                                       mode="min_size"),
-                     val_dataloaders=held)
+                     val_dataloaders=held, hand_back_as="darts_searched")
     if fitted is None:
         return None
     module, trainer, seconds = fitted.module, fitted.trainer, fitted.seconds
-    net, run_dir = module.net, ctx.run_dir
+    net, exported, run_dir = module.net, fitted.exported, ctx.run_dir
 
-    exported = net.export(name="darts_searched")
     genotype: GenotypeSpec = exported.spec.genotype
     run_dir.mkdir(parents=True, exist_ok=True)
     write_history(module.history, net.ops, run_dir)

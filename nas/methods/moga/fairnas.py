@@ -10,7 +10,6 @@ the same paths without communication.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,9 +17,10 @@ import torch
 from torch import nn
 
 from nas.classifier import NonFiniteLoss
-from nas.optim import OptimConfig, build_optimizer
+from nas.methods.moga.supernet import ChainSupernet
+from nas.optim import OptimConfig, lightning_optimizers
 from nas.seeding import mix_seed
-from nas.supernet.chain import ChainSearchSpace, ChainSupernet
+from nas.supernet.chain import ChainSearchSpace
 
 
 def fair_paths(space: ChainSearchSpace, seed: int, step: int) -> list[list[int]]:
@@ -77,9 +77,5 @@ class FairNASModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        epochs = max(1, self.trainer.max_epochs or 1)
-        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / epochs))
-        opt, sched = build_optimizer(self.supernet, self.optim_cfg,
-                                     batch_size=self.batch_size * max(1, self.trainer.world_size),
-                                     steps_per_epoch=steps_per_epoch, max_epochs=epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return lightning_optimizers(self.trainer, self.supernet, self.optim_cfg,
+                                    batch_size=self.batch_size)

@@ -31,11 +31,12 @@ from nas.cost.timing import device_name
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.memory_format import set_memory_format
 from nas.methods.base import Method, SearchContext, SearchResult, method_setting
+from nas.methods.moga.entangled import WEIGHTS
 from nas.methods.moga.fairnas import FairNASModule
 from nas.methods.moga.nsga import NSGAConfig, run_nsga
+from nas.methods.moga.supernet import ChainSupernet
 from nas.optim import OptimConfig
-from nas.supernet.chain import ChainSearchSpace, ChainSupernet
-from nas.supernet.entangled import WEIGHTS
+from nas.supernet.chain import ChainSearchSpace
 
 log = logging.getLogger(__name__)
 

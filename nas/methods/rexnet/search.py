@@ -2,19 +2,21 @@
 configurations under the params and FLOPs constraints, train each R times for a short
 budget, rank them by mean accuracy and report the top, middle and bottom 10 %.
 
-No supernet: every candidate is a stand-alone `python -m nas.train` run. The trainings are
-one Hydra multirun (nas.search.sweep) through the launcher `method.launcher`, so the same
-search trains its candidates one after another (basic), in parallel on this machine
-(joblib) or as one cluster job each (slurm). A killed search continues with `resume_dir=`:
-finished trainings are skipped, unfinished ones run again from their start (same seed).
+No supernet: every candidate is a stand-alone training with the recipe `method.optim` on the
+search's data, budget and trainer, through the evaluator (nas.evaluation) that
+`method.evaluator` configures: in this process, or one Hydra multirun job per training
+whose launcher runs them one after another (basic), side by side on this machine (joblib)
+or as one cluster job each (slurm). A killed search continues with `resume_dir=`: finished
+trainings are skipped, unfinished ones run again from their start (same seed).
 
 Candidates are ranked by the mean final validation top-1 of their repeats (the paper ranks
 by CIFAR accuracy; the test split is only reported). Repeat r of a search with seed s trains
-with seed s * R + r.
+with seed `derived_seed(s, r)`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +25,17 @@ from typing import Optional
 from rich.console import Console
 
 from nas.arch import io
+from nas.arch.spec import ArchSpec
 from nas.config import ConfigError, require
+from nas.evaluation import EvalJob, EvaluatorConfig, evaluate
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.rexnet.report import GROUPS, plot_channels, ranking, summarize, write_csv
 from nas.methods.rexnet.space import ChannelSpace, Constraints, SpaceConfig, nonlinearity
-from nas.search.sweep import TrainJob, group_overrides, hydra_value, run_sweep
+from nas.optim import OptimConfig
+from nas.seeding import derived_seed
+from nas.trainer import LoggerConfig
+from nas.training import Recipe
 
 CSV_COLUMNS = ("id", "widths", "breakpoints", "a", "b", "params", "macs", "fill",
                "nonlinearity")
@@ -42,24 +49,18 @@ class ReXNetConfig:
     candidates: int = 200         # configurations trained (the paper: 200 per search)
     repeats: int = 3              # trainings per candidate, accuracy averaged (the paper: 3)
     group_fraction: float = 0.1   # top / middle / bottom group size (the paper: 10 %)
-    # The candidates' training: an `optim` config of conf/optim and more `nas.train`
-    # overrides (optim.*, trainer.*, hydra.launcher.*); epochs come from the budget.
-    optim: str = "sgd_cosine"
-    train_overrides: list[str] = field(default_factory=list)
-    launcher: str = "joblib"      # a hydra/launcher choice: basic | joblib | slurm
-    jobs: Optional[int] = None    # joblib: parallel trainings (null: one per CPU core)
+    # The candidates' optimizer (an option of conf/optim, composed in by conf/method/
+    # rexnet.yaml); their epochs, data and devices are the search's budget, data and trainer.
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    # Where the trainings run: by default side by side on this machine, one multirun job each.
+    evaluator: EvaluatorConfig = field(
+        default_factory=lambda: EvaluatorConfig(backend="hydra", launcher="joblib"))
 
     def __post_init__(self) -> None:
         require(self.candidates >= 1, "candidates", "an integer >= 1", self.candidates)
         require(self.repeats >= 1, "repeats", "an integer >= 1", self.repeats)
         require(0.0 < self.group_fraction <= 1 / 3, "group_fraction", "a fraction in (0, 1/3]",
                 self.group_fraction)
-        require(bool(self.launcher) and "/" not in self.launcher, "launcher",
-                "a hydra/launcher config name (basic, joblib, slurm)", self.launcher)
-        require(self.jobs is None or (self.launcher == "joblib" and self.jobs >= 1), "jobs",
-                "null, or an integer >= 1 with launcher joblib", self.jobs)
-        require(all(isinstance(o, str) and "=" in o for o in self.train_overrides),
-                "train_overrides", "a list of Hydra overrides key=value", self.train_overrides)
 
 
 class ReXNetSearch(Method):
@@ -75,20 +76,21 @@ class ReXNetSearch(Method):
                              in_channels=datamodule.in_channels)
         candidates, draws = space.sample(cfg.candidates, ctx.seed)
         console = Console(stderr=True)
+        ev = cfg.evaluator
         console.print(f"ReXNet search: {cfg.candidates} candidates kept of {sum(draws.values())} "
-                      f"draws ({draws}), {cfg.repeats} trainings each, launcher "
-                      f"{cfg.launcher}")
+                      f"draws ({draws}), {cfg.repeats} trainings each, "
+                      f"{'in this process' if ev.backend == 'inprocess' else ev.launcher}")
         rows, jobs = [], []
         for k, cand in enumerate(candidates):
             cid = f"c{k:03d}"
             widths = cand.widths()
-            arch_path = self._write_candidate(space, widths, ctx.run_dir / "candidates", cid)
+            spec = self._write_candidate(space, widths, ctx.run_dir / "candidates", cid)
             cost = space.cost(widths)
             rows.append({"id": cid, "widths": widths, "breakpoints": list(cand.breakpoints),
                          "a": round(cand.a, 4), "b": round(cand.b, 4), "params": cost.params,
                          "macs": cost.macs, "fill": round(cfg.constraints.fill(cost), 4),
                          "nonlinearity": round(nonlinearity(widths), 4)})
-            jobs += [TrainJob(f"{cid}_r{r}", arch_path, ctx.seed * cfg.repeats + r)
+            jobs += [EvalJob(f"{cid}_r{r}", spec, derived_seed(ctx.seed, r))
                      for r in range(cfg.repeats)]
 
         def report(name: str, metrics: dict, done: int, total: int) -> None:
@@ -96,35 +98,32 @@ class ReXNetSearch(Method):
                           f"{100 * metrics['final_val_top1']:.1f} % "
                           f"({metrics['fit_seconds']:.0f} s)")
 
-        results = run_sweep(ctx.run_dir / "trainings", jobs, launcher=cfg.launcher,
-                            overrides=self._overrides(ctx), report=report)
+        results = evaluate(jobs, self._recipe(ctx), ctx.run_dir / "trainings", cfg.evaluator,
+                           report=report)
         return self._result(ctx, space, rows, results, draws)
 
     @staticmethod
     def _write_candidate(space: ChannelSpace, widths: list[int], folder: Path,
-                         cid: str) -> Path:
+                         cid: str) -> ArchSpec:
         """candidates/<id>.yaml; a resumed search must sample the very same candidate."""
         path = folder / f"{cid}.yaml"
-        text = io.dumps(space.to_spec(widths, name=f"rexnet_{cid}"))
+        spec = space.to_spec(widths, name=f"rexnet_{cid}")
+        text = io.dumps(spec)
         if path.is_file() and path.read_text() != text:
             raise ConfigError(f"{path}: differs from candidate {cid} sampled now from the "
                               f"run's config and seed; expected the file this search wrote")
         if not path.is_file():
             write_text_atomic(path, text)
-        return path
+        return spec
 
-    def _overrides(self, ctx: SearchContext) -> list[str]:
-        """The search's data, budget and trainer for every candidate training (its batches
-        follow each training's own seed), CSV logs, no ONNX export, then method overrides."""
-        cfg = self.cfg
-        out = [f"data={ctx.data_choice}", *group_overrides("data", ctx.data),
-               *group_overrides("budget", ctx.budget),
-               *group_overrides("trainer", ctx.trainer, skip=("enable_progress_bar",)),
-               "trainer.enable_progress_bar=false", "logger=csv", "export_onnx=false",
-               f"optim={cfg.optim}"]
-        if cfg.jobs is not None:
-            out.append(f"hydra.launcher.n_jobs={hydra_value(cfg.jobs)}")
-        return out + list(cfg.train_overrides)
+    def _recipe(self, ctx: SearchContext) -> Recipe:
+        """Every candidate's training: the search's data, budget and trainer (no progress
+        bar), `method.optim`, CSV logs only, no ONNX export."""
+        return Recipe(data=ctx.data, optim=self.cfg.optim, budget=ctx.budget,
+                      trainer=dataclasses.replace(ctx.trainer, enable_progress_bar=False),
+                      logger=LoggerConfig(wandb=False, wandb_mode="disabled",
+                                          project=ctx.logger.project),
+                      export_onnx=False)
 
     def _result(self, ctx: SearchContext, space: ChannelSpace, rows: list[dict],
                 results: dict[str, dict], draws: dict[str, int]) -> SearchResult:
