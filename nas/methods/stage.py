@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import Callback
 
 from nas.checkpoints import CheckpointError, last_checkpoint, read_checkpoint
 from nas.classifier import CHECKPOINT_FORMAT
-from nas.supernet.base import Exported, hand_back
+from nas.supernet.base import Exported, Supernet, hand_back
 
 Verify = Callable[[dict, Path], None]   # more checks of a checkpoint (CheckpointError)
 
@@ -98,7 +98,8 @@ def fit_stage(ctx: Any, build: Callable[[], pl.LightningModule], *, name: str, i
     exported = None
     if hand_back_as is not None:
         ctx.reseed()
+        supernet: Supernet = module.supernet
         batches = datamodule.train_dataloader() if recalibration_steps > 0 else None
-        exported = hand_back(module.supernet, hand_back_as, batches=batches,
+        exported = hand_back(supernet, hand_back_as, batches=batches,
                              steps=recalibration_steps, device=module.device)
     return Fitted(module, trainer, seconds, exported)
