@@ -12,9 +12,8 @@ Kept on purpose (they concern the run): Lightning's "number of training batches 
 than the logging interval" (shown only when a CSV/wandb logger is on, and then true: that
 logger gets no train/loss rows), "Using `DistributedSampler` ... during `trainer.validate()`
 / `trainer.test()`" (DDP evaluation may count padded samples twice, so the printed accuracy
-can be off), "GPU available but not used", "`Trainer.fit` stopped: No training batches", the
-Tensor Cores / float32 matmul precision note on Ampere+ GPUs (a real speed choice the
-config cannot make yet), Hydra's multirun lines, and every wandb warning or error after
+can be off), "GPU available but not used", "`Trainer.fit` stopped: No training batches",
+Hydra's multirun lines, and every wandb warning or error after
 wandb.init (WANDB_SILENT sends those to the run's wandb/*/logs/debug.log, see below).
 """
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import torch
 from omegaconf import OmegaConf
 
 from nas.arch import io
@@ -92,6 +93,15 @@ def evaluate(jobs: Sequence[EvalJob], recipe: Recipe, directory: Path,
     for name in names:
         require(bool(_NAME.match(name)), "job name", "letters, digits, '_', '.' or '-'", name)
     require(len(set(names)) == len(names), "job names", "distinct names", names)
+    trainer = recipe.trainer
+    several = trainer.num_nodes > 1 or (trainer.devices != 1 and not (
+        trainer.devices == "auto" and torch.cuda.device_count() <= 1))
+    if several and config.backend != "hydra":
+        raise ConfigError(f"evaluator.backend: {config.backend} trains in this process, where "
+                          f"a second training on several devices (trainer.devices="
+                          f"{trainer.devices}, trainer.num_nodes={trainer.num_nodes}) would "
+                          f"start its processes again; expected backend hydra, whose jobs "
+                          f"each start their own")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _check_recipe(directory, recipe)

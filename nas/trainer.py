@@ -21,6 +21,7 @@ from nas.config import ConfigError, require
 from nas.memory_format import MEMORY_FORMATS, MemoryFormat
 from nas.seeding import EpochSeed
 
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
 
 @dataclass
 class BudgetConfig:
@@ -49,7 +50,7 @@ class TrainerConfig:
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str = "auto"      # auto: bf16-mixed on CUDA GPUs with bf16, else 32-true
     sync_batchnorm: bool = False
     deterministic: bool = False
     log_every_n_steps: int = 10
@@ -65,8 +66,8 @@ class TrainerConfig:
         require(self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1),
                 "devices", "'auto' or an integer >= 1", self.devices)
         require(self.num_nodes >= 1, "num_nodes", "an integer >= 1", self.num_nodes)
-        require(self.precision in ("32-true", "16-mixed", "bf16-mixed", "64-true"), "precision",
-                "one of 32-true, 16-mixed, bf16-mixed, 64-true", self.precision)
+        require(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}",
+                self.precision)
         require(self.log_every_n_steps >= 1, "log_every_n_steps", "an integer >= 1",
                 self.log_every_n_steps)
         require(self.check_val_every_n_epoch >= 1, "check_val_every_n_epoch", "an integer >= 1",
@@ -112,23 +113,40 @@ def runs_on_cuda(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """What `trainer.precision` means on this machine: `auto` is bf16 autocast on CUDA GPUs
+    that support bf16 (Ampere and later) and float32 elsewhere (the CPU, whose bf16 is slower
+    than float32 without AMX, and older GPUs, whose fp16 would need loss scaling)."""
+    if precision != "auto":
+        return precision
+    if runs_on_cuda(accelerator) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def use_tensor_cores(accelerator: str) -> None:
+    """On CUDA, float32 matrix products (what autocast leaves in float32, and 32-true runs) may
+    use TF32 tensor cores: torch's 'high' matmul precision (Lightning's advice on Ampere+)."""
+    if runs_on_cuda(accelerator):
+        torch.set_float32_matmul_precision("high")
+
+
 def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
                  logger: LoggerConfig, *, name: str, seed: int,
-                 callbacks: Sequence[Callback] = (), single_device: Optional[str] = None,
-                 **overrides: Any) -> pl.Trainer:
+                 callbacks: Sequence[Callback] = (), **overrides: Any) -> pl.Trainer:
     """A Trainer for one stage of a run in `run_dir`, named `name` in the loggers.
 
     The memory-format callback comes first (weight averaging copies the module at its own
     setup), then the per-epoch reseeding from `seed` (what makes a resumed run exact), the
     stage's `callbacks`, the lr monitor when something logs, the progress bar.
-    `single_device` names a stage that cannot run on several processes (the reason is in
-    the error). `overrides` are Trainer arguments the stage sets itself, such as
+    `overrides` are Trainer arguments the stage sets itself, such as
     `limit_val_batches=0` for a stage without validation.
     """
     if trainer.sync_batchnorm and not runs_on_cuda(trainer.accelerator):
         raise ConfigError("trainer.sync_batchnorm: SyncBatchNorm runs on CUDA devices only; "
                           "set trainer.sync_batchnorm=false to keep per-process BN on "
                           f"{trainer.accelerator} (accelerator), or train on GPUs")
+    use_tensor_cores(trainer.accelerator)
     loggers = make_loggers(logger, run_dir, name)
     all_callbacks: list[Callback] = [MemoryFormat(trainer.memory_format), EpochSeed(seed),
                                      *callbacks]
@@ -142,16 +160,12 @@ def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
         limit_val_batches=_limit(budget.limit_val_batches),
         limit_test_batches=_limit(budget.limit_test_batches),
         accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
-        strategy=trainer.strategy, precision=trainer.precision,
+        strategy=trainer.strategy,
+        precision=resolve_precision(trainer.precision, trainer.accelerator),
         sync_batchnorm=trainer.sync_batchnorm, deterministic=trainer.deterministic,
         log_every_n_steps=trainer.log_every_n_steps,
         check_val_every_n_epoch=trainer.check_val_every_n_epoch,
         enable_progress_bar=trainer.enable_progress_bar, enable_model_summary=False,
         logger=loggers or False)
     kwargs.update(overrides)
-    built = pl.Trainer(callbacks=all_callbacks, **kwargs)
-    if single_device and built.world_size > 1:
-        raise ConfigError(f"trainer.devices: {single_device}; got {built.world_size} processes "
-                          f"(trainer.devices={trainer.devices}, "
-                          f"trainer.num_nodes={trainer.num_nodes})")
-    return built
+    return pl.Trainer(callbacks=all_callbacks, **kwargs)

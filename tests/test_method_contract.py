@@ -75,10 +75,6 @@ def test_a_trainer_option_a_stage_cannot_honour_stops_it(tmp_path):
     with pytest.raises(ConfigError, match=r"^trainer.sync_batchnorm: SyncBatchNorm runs on CUDA"):
         make_trainer(tmp_path, TrainerConfig(accelerator="cpu", sync_batchnorm=True),
                      BudgetConfig(), LoggerConfig(csv=False, wandb=False), name="x", seed=0)
-    with pytest.raises(ConfigError, match=r"^trainer.devices: one device only; got 2"):
-        make_trainer(tmp_path, TrainerConfig(accelerator="cpu", devices=2, strategy="ddp"),
-                     BudgetConfig(), LoggerConfig(csv=False, wandb=False), name="x", seed=0,
-                     single_device="one device only")
 
 
 def test_the_run_seed_reaches_nsga(moga_smoke, tmp_path, run_entry):

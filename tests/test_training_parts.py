@@ -46,3 +46,32 @@ def test_read_checkpoint_errors(tmp_path):
     torch.save([1, 2, 3], weird)
     with pytest.raises(CheckpointError, match="not a nas training checkpoint"):
         read_checkpoint(weird)
+
+
+def test_precision_auto_is_bf16_on_cuda_gpus_with_bf16_and_float32_elsewhere(monkeypatch):
+    from nas.trainer import resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("16-mixed", "cpu") == "16-mixed"   # named: as it is
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "auto") == "bf16-mixed"
+    assert resolve_precision("auto", "gpu") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", "gpu") == "32-true"       # V100, T4: no bf16
+
+
+def test_tensor_cores_are_allowed_on_cuda_only(monkeypatch, tmp_path):
+    from nas.trainer import (BudgetConfig, LoggerConfig, TrainerConfig, make_trainer,
+                             use_tensor_cores)
+
+    calls = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
+    use_tensor_cores("cpu")
+    assert calls == []
+    use_tensor_cores("gpu")
+    assert calls == ["high"]
+    trainer = make_trainer(tmp_path, TrainerConfig(accelerator="cpu"), BudgetConfig(),
+                           LoggerConfig(csv=False, wandb=False), name="x", seed=0)
+    assert trainer.precision == "32-true" and calls == ["high"]

@@ -121,3 +121,27 @@ def test_supernet_spec_matches_the_paper_macs():
 
     c = count(atomnas_supernet())
     assert (c.params, c.macs) == (11_242_152, 1_520_973_056)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_trains_a_few_steps_at_224_in_bf16_without_nan(name):
+    """What `trainer.precision=auto` picks on a bf16 GPU, here under the CPU's bf16 autocast
+    (the same op-by-op casting rules): three SGD steps of the ImageNet network at 224x224
+    (with 10 classes), channels-last, with finite losses and gradients."""
+    spec = get_spec(name, num_classes=10)
+    torch.manual_seed(0)
+    model = build(spec).train().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(2, 3, spec.input_size, spec.input_size).to(memory_format=torch.channels_last)
+    y = torch.tensor([1, 7])
+    for _ in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+            outs = out if isinstance(out, tuple) else (out,)
+            loss = sum(torch.nn.functional.cross_entropy(o.float(), y) for o in outs)
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        opt.step()

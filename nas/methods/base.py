@@ -65,13 +65,12 @@ class SearchContext:
         return fit_stage(self, build, name=name, identity=identity, **options)
 
     def make_trainer(self, *, name: str, callbacks: Sequence[Callback] = (),
-                     single_device: Optional[str] = None, **overrides: Any) -> pl.Trainer:
+                     **overrides: Any) -> pl.Trainer:
         """A Trainer from the run's trainer, budget and logger groups (nas.trainer), without
         sanity validation; `overrides` are the Trainer arguments a stage sets itself."""
         overrides.setdefault("num_sanity_val_steps", 0)
         return make_trainer(self.run_dir, self.trainer, self.budget, self.logger, name=name,
-                            seed=self.seed, callbacks=callbacks, single_device=single_device,
-                            **overrides)
+                            seed=self.seed, callbacks=callbacks, **overrides)
 
 
 @dataclass

@@ -35,6 +35,7 @@ class Fitted:
     trainer: pl.Trainer
     seconds: float
     exported: Optional[Exported] = None   # the supernet's own pick (with hand_back_as=)
+    after: Any = None                     # what `after_fit` returned
 
 
 class StageIdentity(Callback):
@@ -73,12 +74,16 @@ def fit_stage(ctx: Any, build: Callable[[], pl.LightningModule], *, name: str, i
               verify: Optional[Verify] = None, datamodule: Any = None,
               train_dataloaders: Any = None, val_dataloaders: Any = None,
               callbacks: Sequence[Callback] = (), hand_back_as: Optional[str] = None,
-              recalibration_steps: int = 0, **trainer_overrides: Any) -> Optional[Fitted]:
+              recalibration_steps: int = 0,
+              after_fit: Optional[Callable[[Any, pl.Trainer], Any]] = None,
+              **trainer_overrides: Any) -> Optional[Fitted]:
     """Reseed, `build()` the module, fit it (continuing from `run_dir/checkpoints/last.ckpt`
     when there is one of this stage), time it; the result on rank zero, None elsewhere.
     With `hand_back_as`, the module's `supernet` exports its own pick under that name, its
     BN statistics first re-estimated on `recalibration_steps` training batches of
-    `datamodule` (reseeded, so that a resumed run draws the same batches)."""
+    `datamodule` (reseeded, so that a resumed run draws the same batches). `after_fit(module,
+    trainer)` is work every rank does after that (an evaluation under DDP, whose collectives
+    need all ranks); its value is `Fitted.after`."""
     ctx.reseed()
     module = build()
     ckpt_dir = ctx.run_dir / "checkpoints"
@@ -93,13 +98,14 @@ def fit_stage(ctx: Any, build: Callable[[], pl.LightningModule], *, name: str, i
                 val_dataloaders=val_dataloaders,
                 ckpt_path=str(resume) if resume.is_file() else None)
     seconds = time.time() - start
-    if not trainer.is_global_zero:
-        return None
     exported = None
-    if hand_back_as is not None:
+    if hand_back_as is not None:   # on every rank: they hold the same weights and batches
         ctx.reseed()
         supernet: Supernet = module.supernet
         batches = datamodule.train_dataloader() if recalibration_steps > 0 else None
         exported = hand_back(supernet, hand_back_as, batches=batches,
                              steps=recalibration_steps, device=module.device)
-    return Fitted(module, trainer, seconds, exported)
+    after = after_fit(module, trainer) if after_fit is not None else None
+    if not trainer.is_global_zero:
+        return None
+    return Fitted(module, trainer, seconds, exported, after)

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import DDPStrategy
 
 from nas.arch import io
 from nas.arch.builder import build
@@ -196,19 +198,29 @@ class AtomNASModule(ClassifierModule):
         dead = dead_atoms(alpha, alpha_ema, self.cfg.dead_threshold)
         macs = dead_macs(self.groups, dead)
         shrink = macs > 0 and (macs >= self.shrink_delta or last)
+        keep = keep_masks(self.spec, self.groups, dead,
+                          alpha if alpha is not None else alpha_ema) if shrink else None
+        # Under DDP every rank holds the same weights and so finds the same atoms; rank
+        # zero's decision is sent to all anyway, so that no rounding can make them differ.
+        shrink, macs, keep = t.strategy.broadcast((shrink, macs, keep), src=0)
         if shrink:
-            self.shrink(keep_masks(self.spec, self.groups, dead,
-                                   alpha if alpha is not None else alpha_ema))
+            self.shrink(keep)
         self._record(shrunk=shrink, dead=macs, epochs_done=self.current_epoch + 1)
 
     def shrink(self, keep: dict) -> None:
-        """Remove atoms from the model, its EMA and the optimizer state."""
+        """Remove atoms from the model, its EMA and the optimizer state; under DDP, wrap the
+        shrunk module anew, as the old wrapper's gradient buckets hold the removed
+        parameters (the official code re-wraps after each shrink too)."""
         if not keep:
             return
         old = self.spec
         opts = [self.optimizers(use_pl_optimizer=False)] if self._trainer is not None else []
         before = time.time()
         self._set_spec(self.model.shrink(keep, optimizers=opts, memory_format=self.memory_format))
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, DDPStrategy) and strategy.model is not self:
+            strategy.model = self
+            strategy.configure_ddp()
         log.info("shrink at epoch %d: %.2f M -> %.2f M MACs (%.2f s)", self.current_epoch,
                  count(old).macs / 1e6, self.cost.macs / 1e6, time.time() - before)
 
@@ -328,26 +340,25 @@ def _search(cfg: AtomNASConfig, ctx: SearchContext) -> SearchResult | None:
     ctx.check_memory(spec, datamodule.batch_size,
                      what=f"the AtomNAS supernet at width {cfg.width}",
                      fix="lower method.width (or method.stem) or data.batch_size")
-    # Shrinking replaces parameters, which a DDP wrapper registered at setup; the official
-    # code re-wraps the model after each shrink, not done here yet.
+    def evaluate(module: AtomNASModule, trainer: pl.Trainer) -> tuple[dict, dict]:
+        """The final evaluation of the handed-back weights, as recalibrated there (every
+        rank takes part under DDP)."""
+        module.bn_recalibration_steps = 0
+        return (trainer.validate(module, datamodule=datamodule, verbose=False)[0],
+                trainer.test(module, datamodule=datamodule, verbose=False)[0])
+
     fitted = ctx.fit(lambda: AtomNASModule(spec, cfg, batch_size=datamodule.batch_size),
                      name="atomnas", identity=io.dumps(spec), verify=verify_shrunk_weights,
                      datamodule=datamodule, gradient_clip_val=cfg.optim.grad_clip,
-                     single_device="AtomNAS runs on one device for now (physical shrinking "
-                                   "under DDP is not supported)",
                      # The result: the atoms alive with the EMA weights, their BN statistics
                      # re-estimated on many batches.
                      hand_back_as="atomnas_searched",
-                     recalibration_steps=cfg.final_recalibration_steps)
+                     recalibration_steps=cfg.final_recalibration_steps, after_fit=evaluate)
     if fitted is None:
         return None
     module, trainer, fit_seconds = fitted.module, fitted.trainer, fitted.seconds
     exported, run_dir = fitted.exported, ctx.run_dir
-
-    # Final evaluation of those weights, as recalibrated.
-    module.bn_recalibration_steps = 0
-    val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    val, test = fitted.after
     model_checkpoint(exported, run_dir / "model.ckpt")
     _write_flops(module.history, run_dir / "flops.csv", run_dir / "flops.png")
     _write_atoms(spec, exported.spec, run_dir / "atoms.png")
