@@ -39,9 +39,10 @@ from omegaconf import OmegaConf
 from nas.arch import io
 from nas.arch.spec import ArchSpec
 from nas.config import CONF_DIR, ConfigError, require
+from nas.estimate import Estimate
 from nas.files import write_text_atomic
 from nas.run_dirs import FINISHED
-from nas.training import USER_ERRORS, Recipe, read_config
+from nas.training import USER_ERRORS, Recipe, estimate_training, read_config
 
 BACKENDS = ("inprocess", "hydra")
 # The recipe's parts that decide a training's result: a resumed evaluation must match them
@@ -118,6 +119,22 @@ def evaluate(jobs: Sequence[EvalJob], recipe: Recipe, directory: Path,
         run = _run_inprocess if config.backend == "inprocess" else _run_hydra
         run(pending, recipe, directory, config, finished)
     return {name: done[name] for name in names}
+
+
+def estimate_evaluation(jobs: Sequence[EvalJob], recipe: Recipe, run_dir: Path,
+                        config: EvaluatorConfig, estimate: Estimate) -> None:
+    """`estimate=true`: the first job's training timed as `nas.train estimate=true` times
+    it, counted once per job, into `estimate` (nothing is trained or written)."""
+    first = Estimate(estimate.device)
+    estimate_training(recipe, jobs[0].spec, run_dir, seed=jobs[0].seed, estimate=first)
+    estimate.phases += [replace(p, name=f"{len(jobs)} trainings, each: {p.name}",
+                                count=p.count * len(jobs)) for p in first.phases]
+    estimate.left_out += first.left_out + [
+        "the jobs' own start-up; each job counted at the first one's step time"]
+    if config.backend == "hydra" and config.launcher != "basic":
+        estimate.left_out.append(f"running jobs side by side ({config.launcher}): the wall "
+                                 f"time is this sum divided by how many run at once, where "
+                                 f"the device has the room")
 
 
 def _check_recipe(directory: Path, recipe: Recipe) -> None:

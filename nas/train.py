@@ -3,6 +3,7 @@
     python -m nas.train arch=moga_a budget=smoke
     python -m nas.train arch=file arch.path=runs/.../arch.yaml data=cifar10 data.root=...
     python -m nas.train -m arch=moga_a,moga_b,moga_c hydra/launcher=joblib
+    python -m nas.train arch=moga_a budget=paper data=imagenet estimate=true   # cost first
 
 A thin wrapper over `nas.training.train_from_config` (the library works without Hydra).
 Every config group is checked before any work starts; bad input ends with one line on
@@ -71,7 +72,7 @@ def main(cfg: DictConfig) -> float | None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    if metrics is None:  # not rank zero
+    if metrics is None or cfg.get("estimate"):  # not rank zero, or the estimate is printed
         return None
     print_summary(metrics)
     return metrics.get("best_val_top1")

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -41,6 +41,11 @@ from nas.files import write_text_atomic
 from nas.optim import OptimConfig
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
+if TYPE_CHECKING:
+    from nas.estimate import Estimate
+
+NO_LOGS = LoggerConfig(csv=False, wandb=False, wandb_mode="disabled")
+
 # Bad input: reported as one line and exit status 2 by the command-line entry points.
 USER_ERRORS = (ConfigError, SpecError, UnknownArch, CheckpointError, NonFiniteLoss, DataError)
 
@@ -57,6 +62,7 @@ class RunConfig:
     export_onnx: bool = True
     weights: Any = None          # a nas checkpoint whose weights start this run (fine-tuning)
     evaluate_only: bool = False  # no training: evaluate the (loaded) weights on val and test
+    estimate: bool = False       # no training: time a few steps, predict the run's wall time
 
     def __post_init__(self) -> None:
         require(self.bn_recalibration_steps >= 0, "bn_recalibration_steps", "an integer >= 0",
@@ -115,7 +121,7 @@ class Recipe:
 
 
 RUN_KEYS = ("seed", "ckpt_path", "bn_recalibration_steps", "export_onnx", "weights",
-            "evaluate_only")
+            "evaluate_only", "estimate")
 
 
 def read_config(cfg: DictConfig | dict) -> tuple[Recipe, RunConfig]:
@@ -140,6 +146,8 @@ def train_from_config(cfg: DictConfig, run_dir: Path,
     datamodule = recipe.datamodule()
     spec = spec_from_config(cfg.arch, num_classes=datamodule.num_classes,
                             input_size=datamodule.input_size)
+    if run.estimate:
+        return estimate_training(recipe, spec, run_dir, seed=run.seed, datamodule=datamodule)
     return recipe.train(spec, run_dir, seed=run.seed, datamodule=datamodule,
                         ckpt_path=run.ckpt_path, weights=run.weights,
                         evaluate_only=run.evaluate_only, callbacks=callbacks,
@@ -224,6 +232,46 @@ def train_arch(spec: ArchSpec, datamodule: ImageDataModule, *, optim: OptimConfi
         metrics["onnx"] = export_onnx(module.model.cpu(), shape, run_dir / "model.onnx")
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def estimate_training(recipe: Recipe, spec: ArchSpec, run_dir: Path, *, seed: int,
+                      datamodule: Optional[ImageDataModule] = None,
+                      estimate: Optional["Estimate"] = None) -> dict:
+    """The predicted wall time of training `spec` with `recipe` (nas.estimate): a few steps
+    of the real module on stand-in batches of the run's shape; adds its phases to `estimate`
+    where given, else prints and writes the estimate. Returns the estimate's content."""
+    from nas.estimate import Estimate, Phase, batches, device_name, stand_in, timed_fit
+
+    datamodule, sizes = stand_in(datamodule or recipe.datamodule())
+    if spec.in_channels != datamodule.in_channels:
+        spec = dataclasses.replace(spec, in_channels=datamodule.in_channels)
+    check_fits(spec, datamodule.batch_size, recipe.trainer.accelerator)
+    own = estimate is None
+    estimate = estimate or Estimate(device_name(recipe.trainer.accelerator))
+    estimate.sizes = estimate.sizes or sizes
+    pl.seed_everything(seed, workers=True, verbose=False)
+    datamodule.seed = seed
+    module = ClassifierModule(spec, recipe.optim, batch_size=datamodule.batch_size,
+                              bn_recalibration_steps=recipe.bn_recalibration_steps)
+
+    def make(**args: Any) -> pl.Trainer:
+        return make_trainer(run_dir, recipe.trainer, recipe.budget, NO_LOGS, name=spec.name,
+                            seed=seed, **args)
+
+    phases = timed_fit(make, module, budget=recipe.budget, name=spec.name,
+                       datamodule=datamodule,
+                       overrides={"gradient_clip_val": recipe.optim.grad_clip})
+    estimate.phases += phases
+    if len(phases) > 1:   # the test pass, at the validation step's time
+        n_test = -(-len(datamodule.test_set) // datamodule.cfg.eval_batch_size)
+        estimate.phases.append(Phase(f"{spec.name}: test steps",
+                                     batches(n_test, recipe.budget.limit_test_batches),
+                                     phases[-1].seconds, phases[-1].spread))
+    if recipe.bn_recalibration_steps or recipe.optim.ema_decay:
+        estimate.left_out.append("BN recalibration before evaluations and the weight EMA")
+    if not own:
+        return estimate.to_dict()
+    return estimate.report(run_dir, f"nas.train {spec.name}")
 
 
 def print_summary(m: dict) -> None:

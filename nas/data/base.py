@@ -47,6 +47,11 @@ class LoaderConfig:
     def _names(self) -> tuple[str, ...]:
         return ()
 
+    def nominal_sizes(self) -> tuple[int, int, int] | None:
+        """(train, val, test) images of the data set as published, split as this config
+        splits it: what a cost estimate assumes where the data is not here (None: unknown)."""
+        return None
+
     def __post_init__(self) -> None:
         names = self._names()
         require(self.name in names, "name", "one of " + ", ".join(names), self.name)

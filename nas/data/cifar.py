@@ -52,6 +52,12 @@ class CifarConfig(LoaderConfig):
     def _names(self) -> tuple[str, ...]:
         return tuple(LAYOUTS)
 
+    def nominal_sizes(self) -> tuple[int, int, int]:
+        """50,000 training and 10,000 test images; validation carved from training, or the
+        test batch when val_fraction is 0."""
+        val = round(50_000 * self.val_fraction)
+        return 50_000 - val, val or 10_000, 10_000
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require(bool(self.root.strip()), "root", "the directory holding "

@@ -39,6 +39,12 @@ class ImageNetConfig(LoaderConfig):
     def _names(self) -> tuple[str, ...]:
         return ("imagenet",)
 
+    def nominal_sizes(self) -> tuple[int, int, int]:
+        """ILSVRC-2012: 1,281,167 training images, 50,000 validation images (the val/ folder
+        is validation and test alike), in proportion for a subset of the classes."""
+        share = self.num_classes / 1000
+        return round(1_281_167 * share), round(50_000 * share), round(50_000 * share)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require(bool(self.root.strip()), "root", "the directory holding train/ and val/",

@@ -22,6 +22,7 @@ from nas.arch.spec import ArchSpec
 from nas.config import CONF_DIR
 from nas.cost.memory import check_fits
 from nas.data import ImageDataModule, LoaderConfig, make_datamodule
+from nas.estimate import Estimate, stand_in
 from nas.methods.stage import Fitted, fit_stage
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
@@ -37,12 +38,17 @@ class SearchContext:
     trainer: TrainerConfig
     logger: LoggerConfig
     seed: int                   # every random stream of the search derives from it
+    # estimate=true: stages time a few steps into it instead of running (nas.estimate)
+    estimate: Optional[Estimate] = None
 
     def datamodule(self, **changes: Any) -> ImageDataModule:
         """The run's datamodule: `data` (with `changes`, such as a batch size), its batches
-        ordered by the run's seed."""
+        ordered by the run's seed; when estimating, its stand-in of the same shapes and
+        sizes (nas.estimate), so that the stages time themselves on it."""
         datamodule = make_datamodule(dataclasses.replace(self.data, **changes))
         datamodule.seed = self.seed
+        if self.estimate is not None:
+            datamodule, self.estimate.sizes = stand_in(datamodule)
         return datamodule
 
     def reseed(self) -> None:
@@ -88,10 +94,14 @@ class Method(ABC):
     """A search method. Subclasses set `Config` (a dataclass whose fields are the `method`
     group's keys, `name` included) and `recipe` (the zoo name whose paper recipe,
     conf/recipe/paper/<recipe>.yaml, trains the result at budget=paper), and implement
-    `search`."""
+    `search`. With `ctx.estimate` set, `search` runs as usual on stand-in data and each
+    ctx.fit only times itself (and returns None, as on other ranks)."""
 
     Config: ClassVar[type]
     recipe: ClassVar[Optional[str]] = None
+    # What `estimate=true` leaves out of this method's prediction (stages that are not a fit
+    # through ctx.fit), said under the estimate.
+    not_estimated: ClassVar[str] = ""
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

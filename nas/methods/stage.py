@@ -86,6 +86,11 @@ def fit_stage(ctx: Any, build: Callable[[], pl.LightningModule], *, name: str, i
     need all ranks); its value is `Fitted.after`."""
     ctx.reseed()
     module = build()
+    if ctx.estimate is not None:
+        estimate_stage(ctx, module, name=name, datamodule=datamodule,
+                       train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
+                       overrides=trainer_overrides)
+        return None
     ckpt_dir = ctx.run_dir / "checkpoints"
     resume = ckpt_dir / "last.ckpt"
     trainer = ctx.make_trainer(name=name, callbacks=[last_checkpoint(ckpt_dir),
@@ -109,3 +114,21 @@ def fit_stage(ctx: Any, build: Callable[[], pl.LightningModule], *, name: str, i
     if not trainer.is_global_zero:
         return None
     return Fitted(module, trainer, seconds, exported, after)
+
+
+def estimate_stage(ctx: Any, module: pl.LightningModule, *, name: str, datamodule: Any,
+                   train_dataloaders: Any, val_dataloaders: Any, overrides: dict) -> None:
+    """`estimate=true`: a few steps of the stage's own fit, timed, and the stage's phases
+    added to `ctx.estimate` (nas.estimate); nothing is written or handed back."""
+    from nas.estimate import timed_fit
+    from nas.trainer import make_trainer
+    from nas.training import NO_LOGS
+
+    def make(**args: Any) -> pl.Trainer:
+        return make_trainer(ctx.run_dir, ctx.trainer, ctx.budget, NO_LOGS, name=name,
+                            seed=ctx.seed, **args)
+
+    ctx.estimate.phases += timed_fit(make, module, budget=ctx.budget, name=name,
+                                     overrides=overrides, datamodule=datamodule,
+                                     train_dataloaders=train_dataloaders,
+                                     val_dataloaders=val_dataloaders)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from nas.arch import io
 from nas.config import ConfigError, check
 from nas.data import LoaderConfig, data_config
+from nas.estimate import Estimate, device_name
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.run_dirs import FINISHED, run_kind
@@ -104,11 +105,16 @@ def search(cfg: DictConfig, run_dir: Path, data_choice: str) -> Optional[dict]:
     if budget.batch_size is not None:  # search loaders keep a larger evaluation batch
         data = dataclasses.replace(with_budget_batch(data, budget),
                                    eval_batch_size=max(budget.batch_size, data.eval_batch_size))
+    trainer = check(TrainerConfig, cfg.trainer, "trainer")
+    estimate = Estimate(device_name(trainer.accelerator)) if cfg.get("estimate") else None
     ctx = SearchContext(run_dir=run_dir, data=data, data_choice=data_choice, budget=budget,
-                        trainer=check(TrainerConfig, cfg.trainer, "trainer"),
-                        logger=check(LoggerConfig, cfg.logger, "logger"),
-                        seed=int(cfg.get("seed", 0)))
+                        trainer=trainer, logger=check(LoggerConfig, cfg.logger, "logger"),
+                        seed=int(cfg.get("seed", 0)), estimate=estimate)
     result = method.search(ctx)
+    if estimate is not None:
+        if method.not_estimated:
+            estimate.left_out.append(method.not_estimated)
+        return estimate.report(run_dir, f"nas.search method={method.cfg.name}")
     if result is None:  # not rank zero
         return None
     return write_result(result, ctx, method)

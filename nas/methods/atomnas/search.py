@@ -328,6 +328,8 @@ class AtomNAS(Method):
 
     Config = AtomNASConfig
     recipe = "atomnas_a"  # the paper trains its searched networks with the search's recipe
+    not_estimated = ("shrinking: the steps are timed on the whole supernet, and later epochs "
+                     "train a smaller network, so this is an upper bound")
 
     def search(self, ctx: SearchContext) -> SearchResult | None:
         return _search(self.cfg, ctx)

@@ -247,6 +247,7 @@ class AutoNL(Method):
     architecture."""
 
     Config = AutoNLConfig
+    not_estimated = "with method.cost=latency, the latency table built before the training"
     recipe = "autonl_s"
 
     def search(self, ctx: SearchContext) -> SearchResult | None:

@@ -265,6 +265,8 @@ class MoGA(Method):
 
     Config = MogaConfig
     recipe = "moga_a"  # the searched networks train as MoGA-A/B/C did (paper section 5)
+    not_estimated = ("the latency table and NSGA-II's scoring of candidates, after the "
+                     "supernet's training")
 
     def search(self, ctx: SearchContext) -> SearchResult | None:
         return _search(self.cfg, ctx)

@@ -27,7 +27,7 @@ from rich.console import Console
 from nas.arch import io
 from nas.arch.spec import ArchSpec
 from nas.config import ConfigError, require
-from nas.evaluation import EvalJob, EvaluatorConfig, evaluate
+from nas.evaluation import EvalJob, EvaluatorConfig, estimate_evaluation, evaluate
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.rexnet.report import GROUPS, plot_channels, ranking, summarize, write_csv
@@ -98,6 +98,10 @@ class ReXNetSearch(Method):
                           f"{100 * metrics['final_val_top1']:.1f} % "
                           f"({metrics['fit_seconds']:.0f} s)")
 
+        if ctx.estimate is not None:
+            estimate_evaluation(jobs, self._recipe(ctx), ctx.run_dir, cfg.evaluator,
+                                ctx.estimate)
+            return None
         results = evaluate(jobs, self._recipe(ctx), ctx.run_dir / "trainings", cfg.evaluator,
                            report=report)
         return self._result(ctx, space, rows, results, draws)
