@@ -53,12 +53,13 @@ def build(impl: str, name: str, num_classes: int) -> torch.nn.Module | None:
 
 
 def images_per_second(model: torch.nn.Module, *, batch: int, size: int, precision: str,
-                      layout: str, steps: int, warmup: int, device: torch.device) -> float:
+                      layout: str, steps: int, warmup: int, device: torch.device,
+                      num_classes: int = 1000) -> float:
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     model = model.to(device).to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, size, size, device=device).to(memory_format=fmt)
-    y = torch.randint(0, 1000, (batch,), device=device)    # every network has 1000 classes
+    y = torch.randint(0, num_classes, (batch,), device=device)
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     def step() -> None:

@@ -3,12 +3,15 @@
 #   1. the smoke of every entry point (nas.train and the five searches) on the GPU;
 #   2. training throughput against torchvision and timm, per precision and memory layout
 #      (scripts/bench_throughput.py);
-#   3. the predicted wall time of every experiments/*_imagenet overlay (estimate=true; the
+#   3. the ImageNet loader on 20,000 synthetic JPEGs: alone, nas.train end to end, and the
+#      plain step (scripts/bench_loader.py);
+#   4. the predicted wall time of every experiments/*_imagenet overlay (estimate=true; the
 #      data is not there, so the published ImageNet sizes are used).
+# The smokes run side by side, and so do the estimates (the GPU has the room).
 # On the lent machine (../shared/device/README.md): carry `.whl`, then
 #   bash scripts/gpu_check.sh
-# Files written (at most 8 come back): gpu.csv, smoke.tsv, throughput.json, estimates.json,
-# gpu_check.log. Each step has its own timeout, so one that hangs does not take the rest.
+# Files written (at most 8 come back): gpu.csv, smoke.tsv, throughput.json, loader.json,
+# estimates.json, gpu_check.log. Each step has its own timeout, so one that hangs does not take the rest.
 set -u
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
@@ -34,20 +37,25 @@ run() {   # run NAME TIMEOUT ARGS...: one command, its status and seconds into s
 }
 
 printf "command\texit\tseconds\n" > "$OUT/smoke.tsv"
-run train 90 -m nas.train budget=smoke $COMMON hydra.run.dir="$WORK/train"
+run train 120 -m nas.train budget=smoke $COMMON hydra.run.dir="$WORK/train" &
 for method in moga atomnas darts autonl rexnet; do
-    run "search_$method" 90 -m nas.search method=$method budget=smoke $COMMON \
-        hydra.run.dir="$WORK/$method"
+    run "search_$method" 120 -m nas.search method=$method budget=smoke $COMMON \
+        hydra.run.dir="$WORK/$method" &
 done
+wait
 
 timeout 180 "$PY" scripts/bench_throughput.py --out "$OUT/throughput.json" >> "$LOG" 2>&1 \
     || echo "bench_throughput: exit $?" >> "$LOG"
 
+timeout 150 "$PY" scripts/bench_loader.py --root "$WORK/jpegs" --images 20000 \
+    --out "$OUT/loader.json" >> "$LOG" 2>&1 || echo "bench_loader: exit $?" >> "$LOG"
+
 for overlay in experiments/*_imagenet.yaml; do
     name=$(basename "$overlay" .yaml)
-    run "estimate_$name" 60 -m nas.search +experiment="$name" data.root="$WORK/no_imagenet" \
-        estimate=true $COMMON hydra.run.dir="$WORK/estimate_$name"
+    run "estimate_$name" 120 -m nas.search +experiment="$name" data.root="$WORK/no_imagenet" \
+        estimate=true $COMMON hydra.run.dir="$WORK/estimate_$name" &
 done
+wait
 "$PY" - "$WORK" "$OUT/estimates.json" <<'EOF'
 import json, sys
 from pathlib import Path
