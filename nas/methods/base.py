@@ -9,6 +9,7 @@ config and does the shared plumbing (run directory, result files, printed comman
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
 from nas.arch.spec import ArchSpec
-from nas.config import CONF_DIR
+from nas.config import CONF_DIR, ConfigError
 from nas.cost.memory import check_fits
 from nas.data import ImageDataModule, LoaderConfig, make_datamodule
 from nas.estimate import Estimate, stand_in
 from nas.methods.stage import Fitted, fit_stage
+from nas.optim import OptimConfig
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
+from nas.training import Recipe
 
 
 @dataclass
@@ -55,6 +58,15 @@ class SearchContext:
         """Every random stream (Python, NumPy, torch) back to the run's seed: before a module
         is built, and where a stage must draw the same whether or not the run was resumed."""
         pl.seed_everything(self.seed, workers=True, verbose=False)
+
+    def recipe(self, optim: OptimConfig) -> Recipe:
+        """The training of a search's candidates: the run's data, budget and trainer (no
+        progress bar), `optim`, CSV logs only, no ONNX export (nas.evaluation)."""
+        return Recipe(data=self.data, optim=optim, budget=self.budget,
+                      trainer=dataclasses.replace(self.trainer, enable_progress_bar=False),
+                      logger=LoggerConfig(wandb=False, wandb_mode="disabled",
+                                          project=self.logger.project),
+                      export_onnx=False)
 
     def check_memory(self, spec: ArchSpec, batch_size: int, *, what: str, fix: str,
                      field: str = "method.width") -> None:
@@ -109,6 +121,41 @@ class Method(ABC):
     @abstractmethod
     def search(self, ctx: SearchContext) -> Optional[SearchResult]:
         """Run the search in ctx.run_dir; the result on rank zero, None on other ranks."""
+
+    def sampler(self, datamodule: ImageDataModule) -> Callable[[int], ArchSpec]:
+        """Draws from this method's search space for this data: `draw(seed)` is one
+        architecture, uniform over the space's decisions (what `method=random` trains).
+        A method without a space to draw from keeps this refusal."""
+        raise ConfigError(f"method.space: {self.cfg.name} has no search space to draw from")
+
+
+def method_class(method_cfg: DictConfig) -> type[Method]:
+    """The Method subclass named by `method._target_` ("package.module.ClassName")."""
+    target = method_cfg.get("_target_")
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(f"method._target_: expected the import path of a nas.methods.base."
+                          f"Method subclass (e.g. nas.methods.moga.search.MoGA), got {target!r}")
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"method._target_: cannot import {target} ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ConfigError(f"method._target_: {target} is not a nas.methods.base.Method subclass")
+    return cls
+
+
+def method_config(method: str, budget: str) -> DictConfig:
+    """The `method` group as `nas.search method=<method> budget=<budget>` composes it (its
+    defaults list and its budget's scale included), `_target_` with it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"method={method}", f"budget={budget}"]
+    if GlobalHydra.instance().is_initialized():     # inside a running entry point
+        return compose("search", overrides=overrides).method
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("search", overrides=overrides).method
 
 
 def method_setting(method: str, budget: str = "demo") -> tuple[DictConfig, dict, dict]:

@@ -4,7 +4,6 @@ groups, run it, write arch.yaml and result.json, print the commands that train t
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import shlex
 from pathlib import Path
@@ -17,26 +16,10 @@ from nas.config import ConfigError, check
 from nas.data import LoaderConfig, data_config
 from nas.estimate import Estimate, device_name
 from nas.files import write_text_atomic
-from nas.methods.base import Method, SearchContext, SearchResult
+from nas.methods.base import Method, SearchContext, SearchResult, method_class
 from nas.run_dirs import FINISHED, run_kind
 from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig
 from nas.training import with_budget_batch
-
-
-def method_class(method_cfg: DictConfig) -> type[Method]:
-    """The Method subclass named by `method._target_` ("package.module.ClassName")."""
-    target = method_cfg.get("_target_")
-    if not isinstance(target, str) or "." not in target:
-        raise ConfigError(f"method._target_: expected the import path of a nas.methods.base."
-                          f"Method subclass (e.g. nas.methods.moga.search.MoGA), got {target!r}")
-    module_name, _, class_name = target.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"method._target_: cannot import {target} ({e})") from None
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise ConfigError(f"method._target_: {target} is not a nas.methods.base.Method subclass")
-    return cls
 
 
 def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:

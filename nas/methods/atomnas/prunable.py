@@ -15,6 +15,7 @@ import torch
 
 from nas.arch.builder import build
 from nas.arch.spec import ChainSpec, MixedKernelSpec
+from nas.arch.validate import validate
 from nas.ops.network import Network
 from nas.supernet.base import Exported, resolve_choice
 from nas.supernet.bn import recalibrate_bn
@@ -32,6 +33,28 @@ def atom_space(supernet: ChainSpec) -> SearchSpace:
     """One decision per kernel group: how many of its atoms are kept (0 .. all)."""
     return SearchSpace([Decision(f"block{i}.k{k}", tuple(range(h + 1)))
                         for (i, k), h in _groups(supernet).items()])
+
+
+def kept_atoms_spec(supernet: ChainSpec, counts: Sequence[int],
+                    name: Optional[str] = None) -> ChainSpec:
+    """The network that keeps `counts[j]` atoms of each kernel group of `supernet` (a vector
+    of `atom_space`); a block that cannot become the identity keeps at least one atom, of
+    its largest group, so that the chain stays connected (as shrinking does)."""
+    counts = atom_space(supernet).check(counts)
+    kept = dict(zip(_groups(supernet), counts))
+    blocks, cin = [], supernet.stem.out
+    for i, b in enumerate(supernet.blocks):
+        if isinstance(b, MixedKernelSpec) and b.expand:
+            hidden = [kept[(i, k)] for k in b.kernels]
+            identity = b.stride == 1 and cin == b.out and b.residual == "identity"
+            if sum(hidden) == 0 and not identity:
+                hidden[max(range(len(hidden)), key=lambda j: b.hidden[j])] = 1
+            b = dataclasses.replace(b, hidden=hidden)
+        blocks.append(b)
+        cin = b.out
+    spec = dataclasses.replace(supernet, blocks=blocks, name=name or supernet.name)
+    validate(spec)
+    return spec
 
 
 class PrunableChain(Network):

@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -26,12 +26,13 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from nas.arch import io
 from nas.arch.builder import build
-from nas.arch.spec import INIT_SCHEMES, ChainSpec
+from nas.arch.spec import INIT_SCHEMES, ArchSpec, ChainSpec
 from nas.arch.zoo.atomnas import KERNELS, atomnas_supernet
 from nas.checkpoints import CheckpointError, checkpoint_spec, module_state
 from nas.classifier import CHECKPOINT_FORMAT, ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
+from nas.data import ImageDataModule
 from nas.ema import tf_ema_decay
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
@@ -40,7 +41,7 @@ from nas.methods.atomnas.atoms import (PENALTY_MODES, atom_groups, dead_atoms, d
                                 ema_decay_for_batch, importance, keep_masks, penalty,
                                 penalty_normaliser, penalty_weights, rho)
 from nas.supernet.base import Exported
-from nas.methods.atomnas.prunable import PrunableChain
+from nas.methods.atomnas.prunable import PrunableChain, atom_space, kept_atoms_spec
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +331,15 @@ class AtomNAS(Method):
     recipe = "atomnas_a"  # the paper trains its searched networks with the search's recipe
     not_estimated = ("shrinking: the steps are timed on the whole supernet, and later epochs "
                      "train a smaller network, so this is an upper bound")
+
+    def sampler(self, datamodule: ImageDataModule) -> Callable[[int], ArchSpec]:
+        """The supernet with a uniform number of atoms kept per kernel group."""
+        spec = supernet_spec(self.cfg, num_classes=datamodule.num_classes,
+                             input_size=datamodule.input_size,
+                             in_channels=datamodule.in_channels)
+        space = atom_space(spec)
+        return lambda seed: kept_atoms_spec(
+            spec, space.sample(torch.Generator().manual_seed(seed)), name="atomnas_random")
 
     def search(self, ctx: SearchContext) -> SearchResult | None:
         return _search(self.cfg, ctx)

@@ -18,16 +18,17 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from nas.arch import io
 from nas.arch.shapes import conv_out, iter_blocks
-from nas.arch.spec import INIT_SCHEMES
+from nas.arch.spec import INIT_SCHEMES, ArchSpec
 from nas.classifier import ClassifierModule, NonFiniteLoss
 from nas.config import require
 from nas.cost import count
+from nas.data import ImageDataModule
 from nas.files import pyplot, save_figure, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.optim import OptimConfig
@@ -249,6 +250,15 @@ class AutoNL(Method):
     Config = AutoNLConfig
     not_estimated = "with method.cost=latency, the latency table built before the training"
     recipe = "autonl_s"
+
+    def sampler(self, datamodule: ImageDataModule) -> Callable[[int], ArchSpec]:
+        """Per layer a kernel, expansion, skip, SE and LightNL choice of the superkernel
+        space."""
+        space = search_space(self.cfg, num_classes=datamodule.num_classes,
+                             input_size=datamodule.input_size,
+                             in_channels=datamodule.in_channels)
+        return lambda seed: space.to_spec(space.sample(torch.Generator().manual_seed(seed)),
+                                          name="autonl_random")
 
     def search(self, ctx: SearchContext) -> SearchResult | None:
         return _search(self.cfg, ctx)

@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import CombinedLoader
 
 from nas.arch import io
-from nas.arch.spec import CellSpec, GenotypeSpec
+from nas.arch.spec import ArchSpec, CellSpec, GenotypeSpec
 from nas.arch.zoo.darts import darts as darts_spec
 from nas.classifier import CHECKPOINT_FORMAT
 from nas.config import ConfigError, require
 from nas.cost import count
+from nas.data import ImageDataModule
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.darts.grad import HVP_EPS, first_order, second_order
@@ -267,6 +268,15 @@ class Darts(Method):
 
     Config = DartsConfig
     recipe = "darts_v2"  # DARTS's CIFAR evaluation recipe trains every derived cell network
+
+    def sampler(self, datamodule: ImageDataModule) -> Callable[[int], ArchSpec]:
+        """A genotype of the cell space (two inputs and their operations per node) in the
+        evaluation network."""
+        space = CellSearchSpace(parse_ops(self.cfg.ops), eval_template(
+            self.cfg, num_classes=datamodule.num_classes, input_size=datamodule.input_size,
+            in_channels=datamodule.in_channels))
+        return lambda seed: space.to_spec(space.sample(torch.Generator().manual_seed(seed)),
+                                          name="darts_random")
 
     def search(self, ctx: SearchContext) -> SearchResult | None:
         return _search(self.cfg, ctx)

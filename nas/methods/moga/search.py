@@ -13,7 +13,7 @@ import time
 from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from nas.arch import io
-from nas.arch.spec import INIT_SCHEMES
+from nas.arch.spec import INIT_SCHEMES, ArchSpec
 from nas.arch.zoo.moga import ACTS, moga, moga_layer, moga_skeleton
 from nas.config import ConfigError, check, require
 from nas.cost import count
 from nas.cost.lut import LatencyTable, LatencyTableError, space_layout
 from nas.cost.lut_report import lut_report
 from nas.cost.timing import device_name
+from nas.data import ImageDataModule
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.memory_format import set_memory_format
 from nas.methods.base import Method, SearchContext, SearchResult, method_setting
@@ -267,6 +268,14 @@ class MoGA(Method):
     recipe = "moga_a"  # the searched networks train as MoGA-A/B/C did (paper section 5)
     not_estimated = ("the latency table and NSGA-II's scoring of candidates, after the "
                      "supernet's training")
+
+    def sampler(self, datamodule: ImageDataModule) -> Callable[[int], ArchSpec]:
+        """A path of the MoGA space: one of the 12 choices per searchable layer."""
+        cfg = self.cfg
+        space = moga_space(width=cfg.width, stem_stride=cfg.stem_stride, init=cfg.init,
+                           num_classes=datamodule.num_classes, input_size=datamodule.input_size)
+        return lambda seed: space.to_spec(space.sample(torch.Generator().manual_seed(seed)),
+                                          name="moga_random")
 
     def search(self, ctx: SearchContext) -> SearchResult | None:
         return _search(self.cfg, ctx)

@@ -16,11 +16,10 @@ with seed `derived_seed(s, r)`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from rich.console import Console
 
@@ -32,10 +31,9 @@ from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.rexnet.report import GROUPS, plot_channels, ranking, summarize, write_csv
 from nas.methods.rexnet.space import ChannelSpace, Constraints, SpaceConfig, nonlinearity
+from nas.data import ImageDataModule
 from nas.optim import OptimConfig
 from nas.seeding import derived_seed
-from nas.trainer import LoggerConfig
-from nas.training import Recipe
 
 CSV_COLUMNS = ("id", "widths", "breakpoints", "a", "b", "params", "macs", "fill",
                "nonlinearity")
@@ -71,9 +69,7 @@ class ReXNetSearch(Method):
         cfg = self.cfg
         datamodule = ctx.datamodule()
         datamodule.setup("fit")      # a bad data path fails here, before any training
-        space = ChannelSpace(cfg.space, cfg.constraints, num_classes=datamodule.num_classes,
-                             input_size=datamodule.input_size,
-                             in_channels=datamodule.in_channels)
+        space = self._space(datamodule)
         candidates, draws = space.sample(cfg.candidates, ctx.seed)
         console = Console(stderr=True)
         ev = cfg.evaluator
@@ -99,11 +95,11 @@ class ReXNetSearch(Method):
                           f"({metrics['fit_seconds']:.0f} s)")
 
         if ctx.estimate is not None:
-            estimate_evaluation(jobs, self._recipe(ctx), ctx.run_dir, cfg.evaluator,
+            estimate_evaluation(jobs, ctx.recipe(cfg.optim), ctx.run_dir, cfg.evaluator,
                                 ctx.estimate)
             return None
-        results = evaluate(jobs, self._recipe(ctx), ctx.run_dir / "trainings", cfg.evaluator,
-                           report=report)
+        results = evaluate(jobs, ctx.recipe(cfg.optim), ctx.run_dir / "trainings",
+                           cfg.evaluator, report=report)
         return self._result(ctx, space, rows, results, draws)
 
     @staticmethod
@@ -120,14 +116,20 @@ class ReXNetSearch(Method):
             write_text_atomic(path, text)
         return spec
 
-    def _recipe(self, ctx: SearchContext) -> Recipe:
-        """Every candidate's training: the search's data, budget and trainer (no progress
-        bar), `method.optim`, CSV logs only, no ONNX export."""
-        return Recipe(data=ctx.data, optim=self.cfg.optim, budget=ctx.budget,
-                      trainer=dataclasses.replace(ctx.trainer, enable_progress_bar=False),
-                      logger=LoggerConfig(wandb=False, wandb_mode="disabled",
-                                          project=ctx.logger.project),
-                      export_onnx=False)
+    def sampler(self, datamodule: ImageDataModule) -> Callable[[int], ArchSpec]:
+        """A configuration drawn as the search draws them, within its budgets."""
+        space = self._space(datamodule)
+
+        def draw(seed: int) -> ArchSpec:
+            (cand,), _ = space.sample(1, seed)
+            return space.to_spec(cand.widths(), name="rexnet_random")
+        return draw
+
+    def _space(self, datamodule: ImageDataModule) -> ChannelSpace:
+        return ChannelSpace(self.cfg.space, self.cfg.constraints,
+                            num_classes=datamodule.num_classes,
+                            input_size=datamodule.input_size,
+                            in_channels=datamodule.in_channels)
 
     def _result(self, ctx: SearchContext, space: ChannelSpace, rows: list[dict],
                 results: dict[str, dict], draws: dict[str, int]) -> SearchResult:
