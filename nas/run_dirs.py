@@ -21,10 +21,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 # What a finished run of each command leaves, and how its unfinished runs continue.
-FINISHED = {"train": "metrics.json", "search": "result.json"}
+FINISHED = {"train": "metrics.json", "search": "result.json", "compare": "compare.csv"}
 CONTINUE = {"train": "train on from its last checkpoint, in a new directory, with "
                      "ckpt_path={dir}/checkpoints/last.ckpt",
-            "search": "finish it in place with resume_dir={dir}"}
+            "search": "finish it in place with resume_dir={dir}",
+            "compare": "finish it in place with resume_dir={dir}"}
 
 
 def _is_launched_rank() -> bool:
@@ -34,15 +35,16 @@ def _is_launched_rank() -> bool:
 
 
 def run_kind(path: Path) -> str | None:
-    """"train" or "search" for a directory a `nas.train` or `nas.search` run wrote (from the
-    config Hydra saved there), else None."""
+    """"train", "search" or "compare" for a directory a `nas.train`, `nas.search` or
+    `nas.compare` run wrote (from the config Hydra saved there), else None."""
     try:
         saved = OmegaConf.load(path / ".hydra" / "config.yaml")
     except Exception:  # missing, unreadable or not YAML: not a run we can name
         return None
     if not isinstance(saved, DictConfig):
         return None
-    return "search" if "method" in saved else "train" if "arch" in saved else None
+    return "search" if "method" in saved else "train" if "arch" in saved else \
+        "compare" if "compare" in saved else None
 
 
 def occupied_message(path: Path, key: str, command: str) -> str | None:
