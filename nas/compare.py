@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import exit_on_unknown_choice
 from nas.config import CONF_DIR, ConfigError, check, require
+from nas.run_dirs import set_aside
 
 SEARCHES = ("moga", "atomnas", "darts", "autonl", "rexnet")
 
@@ -72,17 +73,6 @@ class CompareConfig:
                 "null, or an integer >= 1 with launcher joblib", self.jobs)
 
 
-def _set_aside(path: Path) -> None:
-    if not path.exists():
-        return
-    aside = path.parent / ".interrupted"
-    aside.mkdir(exist_ok=True)
-    k = 0
-    while (aside / f"{path.name}.{k}").exists():
-        k += 1
-    path.rename(aside / f"{path.name}.{k}")
-
-
 def _search_multirun(run_dir: Path, name: str, methods: list[str], seed: int,
                      cfg: CompareConfig, data_choice: str, data: dict, trainer: dict,
                      logger: Any, method_values: Optional[dict] = None) -> None:
@@ -92,7 +82,7 @@ def _search_multirun(run_dir: Path, name: str, methods: list[str], seed: int,
 
     searches = run_dir / "searches"
     for m in methods:
-        _set_aside(searches / f"{m}_s{seed}")
+        set_aside(searches / f"{m}_s{seed}")
     launcher = {"n_jobs": cfg.jobs} if cfg.jobs is not None else {}
     config = {
         "defaults": ["search", {"override method": methods[0]},

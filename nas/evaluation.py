@@ -41,7 +41,7 @@ from nas.arch.spec import ArchSpec
 from nas.config import CONF_DIR, ConfigError, require
 from nas.estimate import Estimate
 from nas.files import write_text_atomic
-from nas.run_dirs import FINISHED
+from nas.run_dirs import FINISHED, set_aside
 from nas.training import USER_ERRORS, Recipe, estimate_training, read_config
 
 BACKENDS = ("inprocess", "hydra")
@@ -115,7 +115,7 @@ def evaluate(jobs: Sequence[EvalJob], recipe: Recipe, directory: Path,
 
     if pending:
         for job in pending:
-            _set_aside(directory, job.name)
+            set_aside(directory / job.name)
         run = _run_inprocess if config.backend == "inprocess" else _run_hydra
         run(pending, recipe, directory, config, finished)
     return {name: done[name] for name in names}
@@ -174,19 +174,6 @@ def _finished(directory: Path, job: EvalJob) -> Optional[dict]:
                           f"{job.name}; expected the evaluation of the same jobs, or a new "
                           f"directory")
     return metrics
-
-
-def _set_aside(directory: Path, name: str) -> None:
-    """Moves an unfinished job's directory out of its way (kept, not deleted)."""
-    path = directory / name
-    if not path.exists():
-        return
-    aside = directory / ".interrupted"
-    aside.mkdir(exist_ok=True)
-    k = 0
-    while (aside / f"{name}.{k}").exists():
-        k += 1
-    path.rename(aside / f"{name}.{k}")
 
 
 def _train(recipe: Recipe, spec: ArchSpec, seed: int, run_dir: Path) -> Optional[dict]:

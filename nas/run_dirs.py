@@ -91,3 +91,16 @@ class RunDirGuard(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config, "hydra.sweep.dir")
+
+
+def set_aside(path: Path) -> None:
+    """Move an unfinished run directory out of the way, into `.interrupted/` beside it, so
+    that its job can run again from the start; kept, never deleted."""
+    if not path.exists():
+        return
+    aside = path.parent / ".interrupted"
+    aside.mkdir(exist_ok=True)
+    k = 0
+    while (aside / f"{path.name}.{k}").exists():
+        k += 1
+    path.rename(aside / f"{path.name}.{k}")
