@@ -115,6 +115,20 @@ def _finished(run_dir: Path, method: str, seed: int) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _latency_ms(training_dir: Path) -> float:
+    """The trained network's latency on this machine: the median of 30 eval forwards at
+    batch 1 on one CPU thread (after 5), measured rather than predicted from a table, so
+    that every method's network is timed the same way."""
+    from nas.arch import io
+    from nas.arch.builder import build
+    from nas.cost.timing import measure_latency
+
+    spec = io.load(training_dir / "arch.yaml")
+    stats = measure_latency(build(spec), (1, spec.in_channels, spec.input_size,
+                                          spec.input_size), threads=1, warmup=5, repeats=30)
+    return round(stats.median_ms, 3)
+
+
 def _wall_seconds(job_dir: Path) -> float:
     """A search's wall time: from Hydra's record of its start to its result.json."""
     start = (job_dir / ".hydra" / "config.yaml").stat().st_mtime
@@ -171,6 +185,7 @@ def run_compare(cfg: DictConfig, run_dir: Path, data_choice: str) -> dict:
             job_dir = run_dir / "searches" / f"{m}_s{s}"
             t = trained[f"{m}_s{s}"]
             rows.append({"method": m, "seed": s, "params": t["params"], "macs": t["macs"],
+                         "latency_ms": _latency_ms(run_dir / "trainings" / f"{m}_s{s}"),
                          "search_seconds": _wall_seconds(job_dir),
                          "train_seconds": t["fit_seconds"],
                          "val_top1": round(t["final_val_top1"], 5),
@@ -202,8 +217,8 @@ def _row_command(method: str, seed: int, cmp: CompareConfig, data_choice: str,
 
 # ----------------------------------------------------------------------------- report
 
-COLUMNS = ("method", "seed", "params", "macs", "search_seconds", "train_seconds", "val_top1",
-           "test_top1", "command")
+COLUMNS = ("method", "seed", "params", "macs", "latency_ms", "search_seconds", "train_seconds",
+           "val_top1", "test_top1", "command")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -241,14 +256,17 @@ def write_report(rows: list[dict], run_dir: Path, band: list[int]) -> dict:
         acc, acc_sd = _mean_std([r["test_top1"] for r in by[m]])
         summary[m] = {"runs": len(by[m]), "test_top1": round(acc, 5), "test_sd": round(acc_sd, 5),
                       "macs": round(statistics.fmean(r["macs"] for r in by[m])),
+                      "latency_ms": round(statistics.fmean(r["latency_ms"] for r in by[m]), 3),
                       "search_seconds": round(statistics.fmean(r["search_seconds"]
                                                                for r in by[m]), 1)}
     lines = ["# Comparison", "", f"Random baseline drawn in the MACs band {band[0]:,} - "
-             f"{band[1]:,}.", "", "| method | runs | test top-1 (mean +- sd) | MACs | "
-             "search s |", "|---|---:|---:|---:|---:|"]
+             f"{band[1]:,}. Latency: median of 30 forwards at batch 1 on one CPU thread of "
+             f"this machine.", "", "| method | runs | test top-1 (mean +- sd) | MACs | "
+             "latency ms | search s |", "|---|---:|---:|---:|---:|---:|"]
     for m, s in summary.items():
         lines.append(f"| {m} | {s['runs']} | {100 * s['test_top1']:.2f} +- "
-                     f"{100 * s['test_sd']:.2f} % | {s['macs']:,} | {s['search_seconds']} |")
+                     f"{100 * s['test_sd']:.2f} % | {s['macs']:,} | {s['latency_ms']} | "
+                     f"{s['search_seconds']} |")
     lines += ["", "Pairs (Welch's t-test on test top-1 over seeds; p < 0.05 is taken as a "
               "real difference, otherwise seed noise):", "",
               "| pair | difference | p | verdict |", "|---|---:|---:|---|"]

@@ -21,7 +21,8 @@ def test_pareto_front_and_welch():
 
 
 def test_the_report_says_which_differences_are_real(tmp_path):
-    rows = [{"method": m, "seed": s, "params": 1000, "macs": macs, "search_seconds": 1.0,
+    rows = [{"method": m, "seed": s, "params": 1000, "macs": macs, "latency_ms": 1.5,
+             "search_seconds": 1.0,
              "train_seconds": 2.0, "val_top1": acc, "test_top1": acc,
              "command": f"python -m nas.search method={m} seed={s}"}
             for m, macs, accs in (("a", 2e6, (0.90, 0.91, 0.92)), ("b", 1e6, (0.50, 0.52, 0.51)),
@@ -58,6 +59,7 @@ def test_the_smoke_comparison_runs_and_resumes(run_entry, tmp_path):
         job = f"{row['method']}_s{row['seed']}"
         metrics = json.loads((run / "trainings" / job / "metrics.json").read_text())
         assert metrics["seed"] == 0 and metrics["epochs"] == 1    # the smoke training budget
+        assert float(row["latency_ms"]) > 0
         assert row["command"].startswith(f"python -m nas.search method={row['method']} "
                                          f"budget=smoke data=embedded seed=0")
     random = json.loads((run / "searches" / "random_s0" / "result.json").read_text())
