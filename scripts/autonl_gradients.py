@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    net = SuperkernelNet(space, nl_momentum=cfg.nl_momentum)
+    net = SuperkernelNet(space, compactness=cfg.compactness)
     net.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     net.train()
     named = [(n, q) for n, q in net.named_parameters() if n.rsplit(".", 1)[-1].startswith("t_")]

@@ -7,6 +7,10 @@ for the variants of nas.ops.lightnl.NL_VARIANTS; the compact ones (Eq. 9, LightN
 of the channels and sub-sample keys and values by 2 on maps larger than 14x14. The added
 MACs are analytic (nas.ops.lightnl.nonlocal_macs); `--measure` also counts them with
 torch's FLOP counter on the modules (on the meta device: nothing is computed) as a check.
+
+The compact rows are also given without the key stride, and the script says which reading
+is nearer the paper's figure: its Eq. 9 row (+38 M) had no spatial sub-sampling (37.98 M;
+36.24 M with it), its LightNL row (+15 M) had it (14.75 M; 16.48 M without).
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ LABELS = {"wang": "Wang et al. NL (theta, phi, g, W_z 1x1)",
           "eq7": "Eq. 7 (no transform: x x^T x) + W_z 1x1",
           "eq9": "Eq. 9 (compact: 25 % channels, stride 2 > 14x14) + W_z 1x1",
           "lightnl": "Eq. 9 + Eq. 8 (W_z dw 3x3) = LightNL"}
+# The compact variants, also without their key stride.
+NO_STRIDE_LABELS = {"eq9": "Eq. 9 (compact: 25 % channels, no key stride) + W_z 1x1",
+                    "lightnl": "LightNL without the key stride"}
+
+
+def paper_macs(text: str) -> float:
+    """'+38 M' -> 38e6, '+6.2 G' -> 6.2e9."""
+    number, unit = text.lstrip("+").split()
+    return float(number) * {"M": 1e6, "G": 1e9}[unit]
 
 
 def placements():
@@ -66,21 +79,30 @@ def main(argv=None) -> int:
     base = count(spec).macs
     rows = []
     for v in NL_VARIANTS:
-        added = measured = 0
-        for ch, hw in where:
-            stride = 2 if hw > 14 else 1
-            added += nonlocal_macs(v, ch, hw, hw, ratio=0.25, stride=stride)
-            if args.measure:
-                measured += measured_macs(v, ch, hw, 0.25, stride)
-        rows.append({"variant": v, "description": LABELS[v], "added_macs": added,
-                     "measured_macs": measured if args.measure else "",
-                     "paper": PAPER[v]})
+        for strided in ((True, False) if v in NO_STRIDE_LABELS else (True,)):
+            added = measured = 0
+            for ch, hw in where:
+                stride = 2 if hw > 14 and strided else 1
+                added += nonlocal_macs(v, ch, hw, hw, ratio=0.25, stride=stride)
+                if args.measure:
+                    measured += measured_macs(v, ch, hw, 0.25, stride)
+            rows.append({"variant": v if strided else f"{v}_no_stride",
+                         "description": LABELS[v] if strided else NO_STRIDE_LABELS[v],
+                         "added_macs": added,
+                         "measured_macs": measured if args.measure else "",
+                         "paper": PAPER[v]})
     print(f"MobileNetV2 1.0 at 224x224: {base / 1e6:.1f} M MACs (paper: 301 M); a non-local "
           f"block after each of its {len(where)} blocks adds:")
     print(f"{'variant':<62} {'added MACs':>12} {'measured':>12} {'paper':>8}")
     for r in rows:
         m = f"{r['measured_macs'] / 1e6:.2f} M" if args.measure else "-"
         print(f"{r['description']:<62} {r['added_macs'] / 1e6:>10.2f} M {m:>12} {r['paper']:>8}")
+    by = {r["variant"]: r["added_macs"] for r in rows}
+    for v in NO_STRIDE_LABELS:
+        paper = paper_macs(PAPER[v])
+        nearer = "without" if abs(by[f"{v}_no_stride"] - paper) < abs(by[v] - paper) else "with"
+        print(f"{v}: the paper's {PAPER[v]} is the reading {nearer} the key stride "
+              f"({by[v] / 1e6:.2f} M with it, {by[f'{v}_no_stride'] / 1e6:.2f} M without)")
     print("Zhu et al. (+107 M in the paper, pyramid pooling) is not a variant of this block "
           "and is left out.")
     if args.measure and any(r["added_macs"] != r["measured_macs"] for r in rows):

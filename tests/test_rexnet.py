@@ -102,6 +102,72 @@ def test_constraints_reject_from_the_analytic_cost_without_building(monkeypatch)
     space.sample(5, seed=0)
 
 
+# Eq. 1 exactly (constraint=le) against Table 3's best configurations at the overlays' fitted
+# last-layer width (640) and strides: (a)-(c) exceed their params budgets by 12.3, 3.1 and
+# 0.9 %; (d) is within both (2.97 M <= 3.0 M, 329 M <= its overlay's 350 M MACs).
+TABLE3_SATISFIES_EQ1 = {"a": False, "b": False, "c": False, "d": True}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE3_BEST))
+def test_eq1_le_against_the_band(name):
+    cfg = _setting(name)
+    cand = fit(TABLE3_BEST[name])
+    le = ChannelSpace(cfg.space, cfg.constraints, num_classes=100, input_size=32, rule="le")
+    band = ChannelSpace(cfg.space, cfg.constraints, num_classes=100, input_size=32, rule="band")
+    assert band.rejects(cand) is None
+    assert le.rejects(cand) == (None if TABLE3_SATISFIES_EQ1[name] else "over")
+    cost = le.cost(TABLE3_BEST[name])
+    meets = cost.params <= cfg.constraints.params and cost.macs <= cfg.constraints.macs
+    assert meets == TABLE3_SATISFIES_EQ1[name]
+    # every candidate `le` keeps is within Eq. 1, and uses its tighter budget to >= 85 %
+    for kept in le.sample(5, seed=0)[0]:
+        c = le.cost(kept.widths())
+        assert c.params <= cfg.constraints.params and c.macs <= cfg.constraints.macs
+        assert cfg.constraints.fill(c) >= 1 - cfg.constraints.tolerance
+
+
+def test_budget_paper_is_the_papers_protocol():
+    from hydra import compose, initialize_config_dir
+
+    from nas.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        paper = compose("search", ["+experiment=rexnet_cifar100_a"])
+        demo = compose("search", ["method=rexnet"])
+    assert (paper.method.constraint, paper.method.rank_by) == ("le", "best")
+    assert (demo.method.constraint, demo.method.rank_by) == ("band", "final")
+    with pytest.raises(ConfigError, match="method.constraint: expected le or band"):
+        check(ReXNetConfig, {"constraint": "lt"}, "method")
+    with pytest.raises(ConfigError, match="method.rank_by: expected best or final"):
+        check(ReXNetConfig, {"rank_by": "mean"}, "method")
+
+
+@pytest.mark.parametrize("rank_by, winner", [("final", "c001"), ("best", "c000")])
+def test_rank_by_best_or_final(rank_by, winner, tmp_path):
+    """c000 peaked early (best 0.95, final 0.90); c001 ended higher (best 0.93, final 0.92)."""
+    from types import SimpleNamespace
+
+    from nas.methods.rexnet.search import ReXNetSearch
+
+    cfg = check(ReXNetConfig, {"repeats": 1, "group_fraction": 1 / 3, "rank_by": rank_by},
+                "method")
+    space = ChannelSpace(cfg.space, cfg.constraints, num_classes=10, input_size=32)
+    trained = {"c000": (0.95, 0.90), "c001": (0.93, 0.92), "c002": (0.80, 0.80)}
+    rows = [{"id": cid, "widths": [16, 16, 24, 24, 32], "breakpoints": [1, 5], "a": 16, "b": 16,
+             "params": 1000, "macs": 10, "fill": 1.0, "nonlinearity": 0.1} for cid in trained]
+    results = {f"{cid}_r0": {"best_val_top1": b, "final_val_top1": f, "test_top1": 0.5}
+               for cid, (b, f) in trained.items()}
+    search = ReXNetSearch(cfg)
+    result = search._result(SimpleNamespace(run_dir=tmp_path), space, rows, results, {})
+    ranked = {r["id"]: r for r in _csv(tmp_path / "candidates.csv")}
+    assert ranked[winner]["rank"] == "1" and result.metrics["rank_by"] == rank_by
+    assert float(ranked["c000"]["accuracy"]) == (0.95 if rank_by == "best" else 0.90)
+    results["c002_r0"]["best_val_top1"] = None
+    if rank_by == "best":
+        with pytest.raises(ConfigError, match="c002_r0 recorded no best validation top-1"):
+            search._result(SimpleNamespace(run_dir=tmp_path), space, rows, results, {})
+
+
 def test_impossible_constraints_are_one_config_error():
     space = ChannelSpace(SpaceConfig(max_width=16), Constraints(params=1e7, macs=1e9),
                          num_classes=10, input_size=32)

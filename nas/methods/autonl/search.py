@@ -33,8 +33,8 @@ from nas.files import pyplot, save_figure, write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.optim import OptimConfig
 from nas.seeding import mix_seed
-from nas.methods.autonl.superkernel import (SuperkernelNet, SuperkernelSpace, autonl_space,
-                                      choice_from_bits)
+from nas.methods.autonl.superkernel import (Compactness, SuperkernelNet, SuperkernelSpace,
+                                            autonl_space, choice_from_bits)
 
 COSTS = ("macs", "latency")
 
@@ -54,7 +54,9 @@ class AutoNLConfig:
     cost: str = "macs"                  # macs | latency
     warmup_fraction: float = 6255 / 10008
     keep_prob: float = 0.6              # indicator dropout during warm-up
-    nl_momentum: float = 0.1            # EMA of the LightNL compactness distances
+    # LightNL's compactness rule: distance euclidean (Eq. 12, budget=paper) | relative;
+    # training ema (the paper) | batch; the EMA's momentum.
+    compactness: Compactness = field(default_factory=Compactness)
     threshold_lr_scale: float = 1.0     # thresholds' lr / the weights' lr (paper: one lr)
     width: float = 1.0
     stem_stride: int = 2
@@ -74,7 +76,6 @@ class AutoNLConfig:
         require(0 <= self.warmup_fraction < 1, "warmup_fraction", "a fraction in [0, 1)",
                 self.warmup_fraction)
         require(0 < self.keep_prob <= 1, "keep_prob", "a probability in (0, 1]", self.keep_prob)
-        require(0 < self.nl_momentum <= 1, "nl_momentum", "a number in (0, 1]", self.nl_momentum)
         require(self.threshold_lr_scale > 0, "threshold_lr_scale", "a positive number",
                 self.threshold_lr_scale)
         require(self.width > 0, "width", "a positive multiplier", self.width)
@@ -278,7 +279,7 @@ def _search(cfg: AutoNLConfig, ctx: SearchContext) -> SearchResult | None:
 
         costs = latency_model(space, cfg, ctx.run_dir)
     def build() -> AutoNLModule:
-        net = SuperkernelNet(space, nl_momentum=cfg.nl_momentum, costs=costs)
+        net = SuperkernelNet(space, compactness=cfg.compactness, costs=costs)
         return AutoNLModule(net, cfg, batch_size=datamodule.batch_size, seed=ctx.seed)
 
     fitted = ctx.fit(build, name="autonl", identity=space_identity(space),

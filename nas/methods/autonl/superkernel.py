@@ -34,6 +34,7 @@ from nas.arch.spec import (BatchNormSpec, ChainSpec, ConvSpec, HeadSpec, Inverte
                            LightNLSpec, SESpec)
 from nas.arch.validate import validate
 from nas.arch.widths import make_divisible
+from nas.config import require
 from nas.ops.layers import ConvBNAct, Norm, init_weights, make_norm
 from nas.ops.lightnl import nonlocal_product
 from nas.ops.network import Network
@@ -244,25 +245,54 @@ def tail_mask(n: int, head: int, value: torch.Tensor) -> torch.Tensor:
     return torch.cat([value.new_ones(head), value.expand(n - head)])
 
 
+DISTANCES = ("euclidean", "relative")
+TRAINING_DISTANCES = ("ema", "batch")
+
+
+@dataclass
+class Compactness:
+    """How LightNL's compactness rule (AutoNL Eq. 12-13) measures and tracks its distances.
+
+    distance: `euclidean` is Eq. 12's ||A_r - A_gt|| (Frobenius, per image, averaged over the
+    batch); `relative` divides it by ||A_gt|| (pooled over the batch), which keeps the
+    distance in [0, 1] whatever the features' scale, so a threshold from 0 meets it early.
+    training: which distance decides during training, the EMA (`ema`, the paper: "in
+    computing Eq. 12 ... for better training convergence") or this batch's (`batch`); the
+    EMA decides outside training and for the final choice (Eq. 13) either way.
+    momentum: the EMA's (BN-style; the paper gives none)."""
+
+    distance: str = "relative"
+    training: str = "batch"
+    momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        require(self.distance in DISTANCES, "compactness.distance", " or ".join(DISTANCES),
+                self.distance)
+        require(self.training in TRAINING_DISTANCES, "compactness.training",
+                " or ".join(TRAINING_DISTANCES), self.training)
+        require(0 < self.momentum <= 1, "compactness.momentum", "a number in (0, 1]",
+                self.momentum)
+
+
 class LightNLChoice(nn.Module):
     """A LightNL block whose insertion, channel ratio and spatial stride are searched.
 
     Insertion: 1(||W_dw|| > t_insert) on the block's depthwise kernel; when 0 the block is
     the identity. Compactness (AutoNL Eq. 12-13): the smaller ratio (stride 2) is chosen when
-    the relative distance of its affinity matrix to the full one is below t_small (t_stride).
-    Distances are per batch in training and their EMA otherwise (BN-style), and cheap: for
-    features theta (N x c), ||theta theta^T||_F = ||theta^T theta||_F, so the nested channel
-    options compare c x c Gram matrices, the larger one reusing the smaller's entries. The
-    stride-2 affinity is compared as the full affinity it approximates, each sub-sampled key
-    standing for its 2 x 2 neighbourhood.
+    the distance of its affinity matrix to the full one is below t_small (t_stride), measured
+    and tracked as `compactness` says. The distances are cheap: for features theta (N x c),
+    ||theta theta^T||_F = ||theta^T theta||_F, so the nested channel options compare c x c
+    Gram matrices, the larger one reusing the smaller's entries. The stride-2 affinity is
+    compared as the full affinity it approximates, each sub-sampled key standing for its
+    2 x 2 neighbourhood.
     """
 
     def __init__(self, ch: int, ratios: Sequence[float], strides: Sequence[int], *,
-                 norm: Norm, momentum: float):
+                 norm: Norm, compactness: Compactness):
         super().__init__()
         self.keeps = [int(r * ch) for r in ratios]
         self.strides = tuple(strides)
-        self.momentum = momentum
+        self.compactness = compactness
         self.dw = nn.Conv2d(ch, ch, 3, 1, 1, groups=ch, bias=False)
         self.bn = norm(ch)
         self.t_insert = nn.Parameter(torch.zeros(()))
@@ -278,40 +308,48 @@ class LightNLChoice(nn.Module):
         nn.init.zeros_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
 
+    def _distance(self, diff: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """From the terms (B, ...) whose sums are the squared norms of A_r - A_gt and of A_gt:
+        Eq. 12's distance averaged over the images, or the batch's pooled distance relative
+        to ||A_gt||."""
+        if self.compactness.distance == "euclidean":
+            return diff.flatten(1).sum(1).clamp_min(0).sqrt().mean()
+        return diff.sum().clamp_min(0).sqrt() / full.sum().sqrt().clamp_min(1e-12)
+
     @torch.no_grad()
     def distance_small(self, x: torch.Tensor) -> torch.Tensor:
-        """||A_small - A_full|| / ||A_full|| for the affinities A = theta theta^T of the two
-        channel ratios (stride 1): A_full - A_small is the extra channels' own affinity."""
+        """The distance between the affinities A = theta theta^T of the two channel ratios
+        (stride 1): A_full - A_small is the extra channels' own affinity."""
         theta = x[:, :self.keeps[-1]].flatten(2).float()          # B, c, N
         gram = theta @ theta.transpose(1, 2)                     # B, c, c
         c = self.keeps[0]
-        return gram[:, c:, c:].square().sum().sqrt() / gram.square().sum().sqrt().clamp_min(1e-12)
+        return self._distance(gram[:, c:, c:].square(), gram.square())
 
     @torch.no_grad()
     def distance_stride(self, x: torch.Tensor, channels: int) -> torch.Tensor:
-        """||theta (theta - up)^T|| / ||theta theta^T|| on the first `channels` channels, `up`
-        the stride-2 keys repeated over their 2 x 2 neighbourhoods."""
+        """The distance ||theta (theta - up)^T|| on the first `channels` channels, `up` the
+        stride-2 keys repeated over their 2 x 2 neighbourhoods."""
         t = x[:, :channels].float()
         h, w = t.shape[2:]
         up = t[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3)[:, :, :h, :w]
         t, diff = t.flatten(2), (t - up).flatten(2)
         g_t, g_d = t @ t.transpose(1, 2), diff @ diff.transpose(1, 2)
         # ||X Y^T||^2 = tr(X^T X Y^T Y): two c x c Gram matrices instead of N x N affinities.
-        return (g_t * g_d).sum().clamp_min(0).sqrt() / g_t.square().sum().sqrt().clamp_min(1e-12)
+        return self._distance(g_t * g_d, g_t.square())
 
     def _track(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        """Fold this batch's distance into its EMA; the batch's value decides in training."""
+        """Fold this batch's distance into its EMA; return the one that decides in training."""
         ema = getattr(self, name)
         with torch.no_grad():
-            ema.copy_(value if torch.isnan(ema) else (1 - self.momentum) * ema
-                      + self.momentum * value)
-        return value
+            ema.copy_(value if torch.isnan(ema) else (1 - self.compactness.momentum) * ema
+                      + self.compactness.momentum * value)
+        return ema.clone() if self.compactness.training == "ema" else value
 
     def decisions(self, x: Optional[torch.Tensor] = None,
                   drop: Callable[[torch.Tensor], torch.Tensor] = lambda v: v
                   ) -> dict[str, torch.Tensor]:
         """nl, nl_small, nl_stride2 (those searched), each passed through `drop`; `x` (the
-        block input) is needed in training, where the distances come from the batch."""
+        block input) is needed in training, where each batch's distances are measured."""
         d = {"nl": drop(indicator(self.dw.weight.norm() - self.t_insert))}
         batch = self.training and x is not None
         if self.t_small is not None:
@@ -352,7 +390,7 @@ class SuperkernelLayer(nn.Module):
     """One searchable MBConv layer (module docstring); `decisions()` gives its indicators,
     and `forward` remembers the ones it used (`self.used`) for the cost term."""
 
-    def __init__(self, slot: Slot, *, act: str, norm: Norm, nl_momentum: float):
+    def __init__(self, slot: Slot, *, act: str, norm: Norm, compactness: Compactness):
         super().__init__()
         self.slot = slot
         cin, hidden = slot.cin, SUPER_EXPANSION * slot.cin
@@ -373,7 +411,7 @@ class SuperkernelLayer(nn.Module):
             self.t_se_big = nn.Parameter(torch.zeros(())) if len(slot.se_reduce) > 1 else None
         self.project = ConvBNAct(hidden, slot.out, act="none", norm=norm)
         self.lightnl = (LightNLChoice(slot.out, slot.nl_ratios, slot.nl_strides, norm=norm,
-                                      momentum=nl_momentum) if slot.nl_ratios else None)
+                                      compactness=compactness) if slot.nl_ratios else None)
         self.used: dict[str, torch.Tensor] = {}
 
     def _kernel(self, drop: Callable) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -449,8 +487,8 @@ class SuperkernelNet(Network):
     multilinearly. `costs` defaults to MACs with LightNL's matrix products.
     """
 
-    def __init__(self, space: SuperkernelSpace, *, nl_momentum: float = 0.1,
-                 costs: Optional[CostModel] = None):
+    def __init__(self, space: SuperkernelSpace, *,
+                 compactness: Optional[Compactness] = None, costs: Optional[CostModel] = None):
         super().__init__()
         self.space = space
         t = space.template
@@ -458,8 +496,9 @@ class SuperkernelNet(Network):
         self.stem = build_stem(t)
         self.fixed = nn.Sequential(*[build_block(t, b, cin, i) for i, b, cin, _ in
                                      iter_blocks(t)])
+        compactness = compactness or Compactness()
         self.layers = nn.ModuleList(SuperkernelLayer(s, act=space.act, norm=norm,
-                                                     nl_momentum=nl_momentum)
+                                                     compactness=compactness)
                                     for s in space.slots)
         self.head = build_head(t, space.slots[-1].out)
         init_weights(self, t.init)

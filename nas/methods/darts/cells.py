@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,27 +29,55 @@ from nas.supernet.space import Decision, SearchSpace
 DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
              "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 OP_SETS = {"darts": DARTS_OPS}
+# MobileNeXt's two readings of "+IR" (its supplementary B): the inverted-residual block added
+# as one more candidate (Table 9: 8 operators), or taking the place of the depthwise-separable
+# candidate. The footnote keeps both blocks at dw 3x3 and Table 11 counts 7 operators beside
+# none for every space, so it replaces sep_conv_3x3 (in its column) and sep_conv_5x5 stays.
+PRESETS = {
+    "darts": DARTS_OPS,
+    "darts+sandglass": (*DARTS_OPS, "sandglass"),
+    "darts+ir_added": (*DARTS_OPS, "inverted_residual"),
+    "darts+ir_replacing": tuple("inverted_residual" if op == "sep_conv_3x3" else op
+                                for op in DARTS_OPS),
+}
 NODES = 4                      # intermediate nodes per cell
 EDGES = sum(2 + i for i in range(NODES))  # 14
 PARAMETER_FREE = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
 
 
-def parse_ops(text: str) -> tuple[str, ...]:
-    """`darts`, `darts+sandglass`, `darts+inverted_residual`, ... : op sets and op names
-    joined by '+', in order, each once. ValueError names what is wrong."""
+def parse_ops(value: Union[str, Sequence[str]]) -> tuple[str, ...]:
+    """The candidate operations: a preset (`darts`, `darts+sandglass`, `darts+ir_added`,
+    `darts+ir_replacing`), op sets and op names joined by '+' (`none+sep_conv_3x3+sandglass`),
+    or a list of op names (Hydra's `'method.ops=[none,skip_connect,sandglass]'`); in order,
+    each once. ValueError names what is wrong."""
+    if isinstance(value, str):
+        if value in PRESETS:
+            return PRESETS[value]
+        tokens = [t.strip() for t in value.split("+")]
+    elif isinstance(value, Sequence) and all(isinstance(t, str) for t in value):
+        tokens = list(value)
+    else:
+        raise ValueError(f"expected a preset ({', '.join(PRESETS)}), op names joined by '+', "
+                         f"or a list of op names, got {value!r}")
     ops: list[str] = []
-    for token in (t.strip() for t in str(text).split("+")):
+    for token in tokens:
         names = OP_SETS.get(token, (token,))
         for name in names:
             if name != "none" and name not in CELL_OPS:
-                raise ValueError(f"unknown operation {name!r}: expected an op set "
-                                 f"({', '.join(OP_SETS)}) or one of none, {', '.join(CELL_OPS)}")
+                raise ValueError(f"unknown operation {name!r}: expected a preset "
+                                 f"({', '.join(PRESETS)}), an op set ({', '.join(OP_SETS)}) "
+                                 f"or one of none, {', '.join(CELL_OPS)}")
             if name in ops:
                 raise ValueError(f"operation {name!r} given twice")
             ops.append(name)
     if not any(op != "none" for op in ops):
         raise ValueError("the operations need at least one besides none")
     return tuple(ops)
+
+
+def ops_label(value: Union[str, Sequence[str]]) -> str:
+    """`method.ops` as one name: a preset or '+'-joined text as given, a list joined by '+'."""
+    return value if isinstance(value, str) else "+".join(value)
 
 
 def edge_inputs() -> list[tuple[int, int]]:

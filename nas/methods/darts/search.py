@@ -1,6 +1,7 @@
 """DARTS in the cell search space, with MobileNeXt's sandglass operator (specs 1.8, 2.6).
 
-`method.ops` names the operations (`darts`, `darts+sandglass`, `darts+inverted_residual`);
+`method.ops` names the operations (`darts`, `darts+sandglass`, `darts+ir_added`,
+`darts+ir_replacing`, ops joined by '+', or a list);
 the search network (nas.methods.darts.cells) is trained on one half of the training split while
 its architecture tensors follow the other half: per iteration one architecture step (Adam;
 first order, or second order through an unrolled weight step: nas.methods.darts.grad)
@@ -35,13 +36,15 @@ from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.darts.grad import HVP_EPS, first_order, second_order
 from nas.methods.darts.plots import plot_alphas, plot_cells
 from nas.methods.darts.cells import (PARAMETER_FREE, CellSearchSpace, CellSupernet, edge_inputs,
-                                parse_ops)
+                                ops_label, parse_ops)
 
 
 @dataclass
 class DartsConfig:
     name: str = "darts"
-    ops: str = "darts"             # op sets and ops joined by '+': darts+sandglass, ...
+    # A preset (darts, darts+sandglass, darts+ir_added, darts+ir_replacing), ops joined by
+    # '+', or a list of op names.
+    ops: Any = "darts"
     order: int = 1                 # 1: first order; 2: unrolled (second order)
     # Search network (8 cells, 16 channels, stem 3 x 16 = 48).
     channels: int = 16
@@ -319,7 +322,7 @@ def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_history(module.history, net.ops, run_dir)
     plot_alphas(*net.mixture_weights(), net.ops, run_dir / "alphas.png")
-    plot_cells(genotype, run_dir / "cells.png", title=f"DARTS ({cfg.ops}, order {cfg.order})")
+    plot_cells(genotype, run_dir / "cells.png", title=f"DARTS ({ops_label(cfg.ops)}, order {cfg.order})")
     cost = count(exported.spec)
     last_epoch = module.history[-1] if module.history else {}
     normal, reduce = (w.detach() for w in net.mixture_weights())

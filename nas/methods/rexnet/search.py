@@ -9,8 +9,9 @@ whose launcher runs them one after another (basic), side by side on this machine
 or as one cluster job each (slurm). A killed search continues with `resume_dir=`: finished
 trainings are skipped, unfinished ones run again from their start (same seed).
 
-Candidates are ranked by the mean final validation top-1 of their repeats (the paper ranks
-by CIFAR accuracy; the test split is only reported). Repeat r of a search with seed s trains
+Candidates are ranked by the mean over their repeats of the best validation top-1 of each
+training (`rank_by: best`, the paper's early stopping) or of its final one (`rank_by: final`);
+the test split is only reported. Repeat r of a search with seed s trains
 with seed `derived_seed(s, r)`.
 """
 
@@ -30,11 +31,13 @@ from nas.evaluation import EvalJob, EvaluatorConfig, estimate_evaluation, evalua
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.rexnet.report import GROUPS, plot_channels, ranking, summarize, write_csv
-from nas.methods.rexnet.space import ChannelSpace, Constraints, SpaceConfig, nonlinearity
+from nas.methods.rexnet.space import (CONSTRAINT_RULES, ChannelSpace, Constraints, SpaceConfig,
+                                      nonlinearity)
 from nas.data import ImageDataModule
 from nas.optim import OptimConfig
 from nas.seeding import derived_seed
 
+RANK_BY = ("best", "final")
 CSV_COLUMNS = ("id", "widths", "breakpoints", "a", "b", "params", "macs", "fill",
                "nonlinearity")
 
@@ -44,6 +47,8 @@ class ReXNetConfig:
     name: str = "rexnet"
     space: SpaceConfig = field(default_factory=SpaceConfig)
     constraints: Constraints = field(default_factory=Constraints)
+    constraint: str = "band"      # le: Eq. 1's <= (budget=paper); band: +-tolerance
+    rank_by: str = "final"        # best: each training's best val (early stopping, the paper)
     candidates: int = 200         # configurations trained (the paper: 200 per search)
     repeats: int = 3              # trainings per candidate, accuracy averaged (the paper: 3)
     group_fraction: float = 0.1   # top / middle / bottom group size (the paper: 10 %)
@@ -59,6 +64,9 @@ class ReXNetConfig:
         require(self.repeats >= 1, "repeats", "an integer >= 1", self.repeats)
         require(0.0 < self.group_fraction <= 1 / 3, "group_fraction", "a fraction in (0, 1/3]",
                 self.group_fraction)
+        require(self.constraint in CONSTRAINT_RULES, "constraint", " or ".join(CONSTRAINT_RULES),
+                self.constraint)
+        require(self.rank_by in RANK_BY, "rank_by", " or ".join(RANK_BY), self.rank_by)
 
 
 class ReXNetSearch(Method):
@@ -74,7 +82,8 @@ class ReXNetSearch(Method):
         console = Console(stderr=True)
         ev = cfg.evaluator
         console.print(f"ReXNet search: {cfg.candidates} candidates kept of {sum(draws.values())} "
-                      f"draws ({draws}), {cfg.repeats} trainings each, "
+                      f"draws ({draws}; constraint {cfg.constraint}), {cfg.repeats} trainings "
+                      f"each, ranked by their {cfg.rank_by} val top-1, "
                       f"{'in this process' if ev.backend == 'inprocess' else ev.launcher}")
         rows, jobs = [], []
         for k, cand in enumerate(candidates):
@@ -129,14 +138,15 @@ class ReXNetSearch(Method):
         return ChannelSpace(self.cfg.space, self.cfg.constraints,
                             num_classes=datamodule.num_classes,
                             input_size=datamodule.input_size,
-                            in_channels=datamodule.in_channels)
+                            in_channels=datamodule.in_channels, rule=self.cfg.constraint)
 
     def _result(self, ctx: SearchContext, space: ChannelSpace, rows: list[dict],
                 results: dict[str, dict], draws: dict[str, int]) -> SearchResult:
         cfg = self.cfg
         for row in rows:
             runs = [results[f"{row['id']}_r{r}"] for r in range(cfg.repeats)]
-            vals = [m["final_val_top1"] for m in runs]
+            vals = [_val_top1(m, cfg.rank_by, f"{row['id']}_r{r}")
+                    for r, m in enumerate(runs)]
             for r, v in enumerate(vals):
                 row[f"val_r{r}"] = round(v, 5)
             row["accuracy"] = sum(vals) / len(vals)
@@ -170,6 +180,7 @@ class ReXNetSearch(Method):
             "accuracy": best["accuracy"], "test_top1": best["test_top1"],
             "widths": best["widths"], "params": best["params"], "macs": best["macs"],
             "candidates": len(rows), "trainings": len(results), "draws": draws,
+            "constraint": cfg.constraint, "rank_by": cfg.rank_by,
             "spearman": report["spearman"],
             "groups": {g: {"accuracy": report["groups"][g]["accuracy"]["mean"],
                            "nonlinearity": report["groups"][g]["nonlinearity"]["mean"]}
@@ -179,6 +190,17 @@ class ReXNetSearch(Method):
                             metrics=metrics,
                             artifacts={"candidates": csv_path, "report": report_path,
                                        "channels": plot_path})
+
+
+def _val_top1(metrics: dict, rank_by: str, job: str) -> float:
+    """The validation top-1 a candidate's training is ranked by: its best epoch's or its
+    last one's."""
+    value = metrics[f"{rank_by}_val_top1"]
+    if value is None:
+        raise ConfigError(f"method.rank_by: the training {job} recorded no {rank_by} "
+                          f"validation top-1 (no validation ran); expected rank_by=final or "
+                          f"a budget that validates")
+    return value
 
 
 def _print_report(report: dict, repeats: int) -> None:

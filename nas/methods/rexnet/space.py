@@ -66,11 +66,16 @@ class SpaceConfig:
                 self.concentration)
 
 
+CONSTRAINT_RULES = ("le", "band")
+
+
 @dataclass
 class Constraints:
-    """Eq. 1's budgets. Table 3 states them as "~": a candidate is kept when its tighter
-    budget (the larger of params / P and MACs / F) lies within +-tolerance of 1, so every
-    candidate uses about the same budget, as the paper's top, middle and bottom groups do."""
+    """Eq. 1's budgets P (params) and F (MACs). How a candidate must meet them is the
+    search's `constraint` rule: `le` is Eq. 1 (params <= P and MACs <= F), with the tighter
+    budget used to at least 1 - tolerance so that every candidate spends about the same;
+    `band` reads Table 3's "~ 0.2 M params, ~ 30 MFLOPs" as within +-tolerance of the
+    tighter budget (the paper's own best configurations of (a)-(c) exceed "<=" here)."""
 
     params: float = 2.0e5
     macs: float = 3.0e7
@@ -86,10 +91,10 @@ class Constraints:
         """The tighter budget's use: max(params / P, MACs / F)."""
         return max(cost.params / self.params, cost.macs / self.macs)
 
-    def rejects(self, cost: Cost) -> Optional[str]:
-        """None when `cost` meets the constraints, else "over" or "under" the budget."""
+    def rejects(self, cost: Cost, rule: str = "band") -> Optional[str]:
+        """None when `cost` meets the constraints under `rule`, else "over" or "under"."""
         fill = self.fill(cost)
-        if fill > 1.0 + self.tolerance:
+        if fill > (1.0 if rule == "le" else 1.0 + self.tolerance):
             return "over"
         if fill < 1.0 - self.tolerance:
             return "under"
@@ -149,8 +154,8 @@ class ChannelSpace:
     """The search network for given data, its analytic cost, and the seeded sampler."""
 
     def __init__(self, cfg: SpaceConfig, constraints: Constraints, *, num_classes: int,
-                 input_size: int, in_channels: int = 3):
-        self.cfg, self.constraints = cfg, constraints
+                 input_size: int, in_channels: int = 3, rule: str = "band"):
+        self.cfg, self.constraints, self.rule = cfg, constraints, rule
         self.num_classes, self.input_size, self.in_channels = num_classes, input_size, in_channels
 
     def to_spec(self, widths: Sequence[int], name: str = "rexnet_searched") -> ChainSpec:
@@ -184,7 +189,7 @@ class ChannelSpace:
         widths = cand.widths()
         if widths[0] < self.cfg.min_width:
             return "narrow"
-        return self.constraints.rejects(self.cost(widths))
+        return self.constraints.rejects(self.cost(widths), self.rule)
 
     def draw(self, rng: np.random.Generator) -> Candidate:
         """One draw from the prior: k interior breakpoints (k uniform in 0..d-2, the subset
@@ -223,5 +228,5 @@ class ChannelSpace:
         raise ConfigError(
             f"method: only {len(kept)} of {n} candidates met the constraints (params "
             f"{self.constraints.params:.3g}, MACs {self.constraints.macs:.3g}, tolerance "
-            f"{self.constraints.tolerance}) in {max_draws} draws ({counts}); expected "
+            f"{self.constraints.tolerance}, rule {self.rule}) in {max_draws} draws ({counts}); expected "
             f"budgets the space.min_width..max_width range can reach")
