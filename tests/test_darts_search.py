@@ -269,6 +269,25 @@ def test_darts_second_order_with_sandglass(run_entry, tmp_path):
     assert header.endswith(",dil_conv_5x5,sandglass")
 
 
+def test_budget_paper_is_the_official_search_protocol():
+    """+experiment=darts_cifar10 (budget=paper on CIFAR-10): the 50 epochs at batch 64 on all
+    training images halved, both halves through the training transform; the demo keeps a
+    validation part and the eval transform on the architecture half."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        paper = compose("search", ["+experiment=darts_cifar10"])
+        demo = compose("search", ["method=darts"])
+    assert (paper.data.val_fraction, paper.data.search_holdout) == (0.0, 0.5)
+    assert paper.method.arch_transform == "train"
+    assert (paper.budget.epochs, paper.budget.batch_size) == (50, 64)
+    assert (demo.data.val_fraction, demo.method.arch_transform) == (0.1, "eval")
+    with pytest.raises(ConfigError, match="arch_transform: expected train or eval"):
+        DartsConfig(arch_transform="augment")
+
+
 def test_ops_as_a_hydra_list(run_entry, tmp_path):
     """The form a Hydra user tries first: a list of op names on the command line."""
     r = run_entry("nas.search", tmp_path, "method=darts", "budget=smoke",

@@ -326,6 +326,22 @@ def test_search_dataloaders_split_the_training_set(tmp_path):
                            torch.sort(torch.from_numpy(dm.train_labels[held_idx])).values)
 
 
+def test_darts_official_search_split_on_cifar10(tmp_path):
+    """DARTS's paper protocol (budget=paper on CIFAR-10): no validation part, the training
+    images halved, both halves through the training transform."""
+    write_cifar10(tmp_path)
+    dm = make_datamodule({"name": "cifar10", "root": str(tmp_path), "val_fraction": 0.0,
+                          "search_holdout": 0.5, "batch_size": 10})
+    train_idx, held_idx = dm.search_split()
+    assert len(train_idx) == len(held_idx) == 50 and dm.num_train == 100   # all 5 x 20
+    for held_augment in (True, False):
+        _, held = dm.search_dataloaders(held_augment=held_augment)
+        torch.manual_seed(0)
+        draws = [held.dataset[0][0] for _ in range(12)]
+        varies = any(not torch.equal(draws[0], x) for x in draws[1:])
+        assert varies == held_augment      # random crop and flip, or the eval transform
+
+
 def test_loader_settings():
     dm = make_datamodule({"name": "synthetic", "train_size": 30, "batch_size": 8})
     loader = dm.train_dataloader()

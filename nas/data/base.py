@@ -354,19 +354,20 @@ class ImageDataModule(pl.LightningDataModule):
                                       [self.cfg.search_holdout], self.cfg.data_seed + 1)
         return rest, held
 
-    def search_dataloaders(self) -> tuple[DataLoader, DataLoader]:
+    def search_dataloaders(self, held_augment: bool = False) -> tuple[DataLoader, DataLoader]:
         """(train_loader, heldout_loader) over the two parts of the training split.
 
         The weights train on the first (augmented, shuffled, drop_last); the architecture
-        step or the accuracy estimate uses the second: eval transforms, shuffled with its
-        own seeded order (DARTS draws it batch by batch beside the training batches),
-        training batch size, every sample kept.
+        step or the accuracy estimate uses the second: eval transforms (or the training
+        transform with `held_augment`, as DARTS's official search), shuffled with its own
+        seeded order (DARTS draws it batch by batch beside the training batches), training
+        batch size, every sample kept.
         """
         train_idx, held_idx = self.search_split()
         train = self._loader(self.train_dataset(train_idx, augment=True), self.cfg.batch_size,
                              shuffle=True, drop_last=True)
-        held = self._loader(self.train_dataset(held_idx, augment=False), self.cfg.batch_size,
-                            shuffle=True, drop_last=False, seed_offset=1)
+        held = self._loader(self.train_dataset(held_idx, augment=held_augment),
+                            self.cfg.batch_size, shuffle=True, drop_last=False, seed_offset=1)
         return train, held
 
     def __repr__(self) -> str:

@@ -61,6 +61,9 @@ class DartsConfig:
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
     hvp_eps: float = HVP_EPS       # second order: the finite difference steps eps / ||v||
+    # The transform of the half the architecture steps on: train (the official search: both
+    # halves augmented; budget=paper) or eval.
+    arch_transform: str = "eval"
     # The evaluation network arch.yaml describes.
     eval_channels: int = 36
     eval_layers: int = 20
@@ -74,6 +77,8 @@ class DartsConfig:
             raise ConfigError(f"ops: {e}") from None
         require(self.order in (1, 2), "order", "1 (first order) or 2 (second order)",
                 self.order)
+        require(self.arch_transform in ("train", "eval"), "arch_transform", "train or eval",
+                self.arch_transform)
         for key in ("channels", "stem_multiplier", "eval_channels"):
             require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
         for key in ("layers", "eval_layers"):
@@ -300,7 +305,7 @@ def _search(cfg: DartsConfig, ctx: SearchContext) -> SearchResult | None:
                           f"data has {template.input_size}x{template.input_size}; set "
                           f"method.auxiliary=false")
     space = CellSearchSpace(parse_ops(cfg.ops), template)
-    train, held = datamodule.search_dataloaders()
+    train, held = datamodule.search_dataloaders(held_augment=cfg.arch_transform == "train")
     # The network searched: the operations, the search network's size, the evaluation
     # template the genotype is exported into.
     identity = json.dumps({"ops": list(space.ops), "channels": cfg.channels,
