@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 GROUPS = ("arch", "data", "method", "optim", "trainer", "logger", "budget", "recipe",
-          "experiment", "compare")
+          "experiment", "compare", "selection")
 # `group=option`, or `group@package=option` for a group placed elsewhere (optim@method.optim).
 _CHOICE = re.compile(r"^\+{0,2}((" + "|".join(GROUPS) + r")(?:@[\w.]+)?)=(.+)$")
 _SEARCHPATH = re.compile(r"^hydra\.searchpath=\[(.*)\]$")

@@ -5,6 +5,7 @@ import csv
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from nas.compare import CompareConfig, pareto, welch, write_report
 from nas.config import ConfigError, check
@@ -46,11 +47,17 @@ def test_compare_config_is_checked():
         check(CompareConfig, {"seeds": [0, 0]}, "compare")
 
 
-@pytest.mark.slow
-def test_the_smoke_comparison_runs_and_resumes(run_entry, tmp_path):
-    r = run_entry("nas.compare", tmp_path, "compare=smoke", logger="csv")
+@pytest.fixture(scope="module")
+def smoke_comparison(tmp_path_factory, run_entry):
+    """`python -m nas.compare compare=smoke`: every method and the baseline, one seed."""
+    tmp = tmp_path_factory.mktemp("compare")
+    r = run_entry("nas.compare", tmp, "compare=smoke")
     assert r.returncode == 0, r.stderr[-3000:]
-    run = tmp_path / "run"
+    return tmp / "run"
+
+
+def test_the_smoke_comparison_runs_end_to_end(smoke_comparison):
+    run = smoke_comparison
     with open(run / "compare.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["moga", "atomnas", "darts", "autonl", "rexnet",
@@ -62,16 +69,29 @@ def test_the_smoke_comparison_runs_and_resumes(run_entry, tmp_path):
         assert float(row["latency_ms"]) > 0
         assert row["command"].startswith(f"python -m nas.search method={row['method']} "
                                          f"budget=smoke data=embedded seed=0")
+    # one recipe for every result, BN recalibrated before each evaluation
+    recipe = OmegaConf.load(run / "trainings" / "recipe.yaml")
+    assert recipe.bn_recalibration_steps == 16 and recipe.budget.name == "smoke"
     random = json.loads((run / "searches" / "random_s0" / "result.json").read_text())
     band = rows[-1]["command"].split("method.macs=[")[1].rstrip("]'").split(",")
     assert float(band[0]) <= random["macs"] <= float(band[1])
-    # A killed comparison: the DARTS search and the AutoNL training unfinished.
+    assert (run / "compare.png").stat().st_size > 5000
+    assert "| moga - random |" in (run / "compare.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_killed_comparison_resumes(smoke_comparison, run_entry, tmp_path):
+    """The DARTS search and the AutoNL training unfinished: only they run again."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_comparison, run)
     (run / "compare.csv").unlink()
     (run / "searches" / "darts_s0" / "result.json").unlink()
     (run / "trainings" / "autonl_s0" / "metrics.json").unlink()
     kept = {p: p.stat().st_mtime_ns for p in (run / "trainings").glob("*/metrics.json")}
     r = run_entry("nas.compare", tmp_path, f"resume_dir={run}", "compare=smoke",
-                  run_dir="resumer", logger="csv")
+                  run_dir="resumer")
     assert r.returncode == 0, r.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert (run / "searches" / ".interrupted" / "darts_s0.0").is_dir()

@@ -39,7 +39,10 @@ def test_paper_overlays_set_the_papers_scale():
         cfg = compose("search", overrides=["+experiment=moga_imagenet", "data.root=/d"])
         assert (cfg.method.nsga.pop_size, cfg.method.nsga.generations) == (70, 120)
         assert (cfg.method.width, cfg.budget.epochs, cfg.trainer.strategy) == (1.0, 32, "ddp")
+        # MoGA's split: 50,000 of ImageNet's 1,281,167 training images score the candidates
+        assert round(cfg.data.search_holdout * 1_281_167) == 50_000
         cfg = compose("search", overrides=["+experiment=rexnet_cifar100_d", "data.root=/d"])
         assert (cfg.method.candidates, cfg.method.repeats, cfg.budget.epochs) == (200, 3, 30)
         assert (cfg.method.space.depth, cfg.method.constraints.params) == (13, 3.0e6)
+        assert (cfg.method.constraint, cfg.method.rank_by) == ("le", "best")
         assert cfg.data.name == "cifar100"
