@@ -5,10 +5,11 @@
     python -m nas.compare resume_dir=runs/compare/<run>     # continue a killed comparison
 
 1. Searches: every method of `compare.methods` for every seed of `compare.seeds` at the
-   searches' budget `compare.budget`, on the run's data: one `nas.search` multirun per seed
-   through the Hydra launcher `compare.launcher`, its whole config one structured file.
-2. The random baseline (`method=random`) per seed, in the band of MACs the searches' results
-   span, drawn from `compare.random.space`.
+   searches' budget `compare.budget`, on the run's data: one `nas.search` multirun of all
+   methods and seeds through the Hydra launcher `compare.launcher`, its whole config one
+   structured file.
+2. The random baseline (`method=random`) for every seed, in the band of MACs the searches'
+   results span, drawn from `compare.random.space`.
 3. Every result trained with one recipe (`optim` group, the training budget
    `compare.train_budget`, BN recalibrated before each evaluation) through the evaluator
    (nas.evaluation), the same seed.
@@ -81,16 +82,20 @@ class CompareConfig:
                 "null, or an integer >= 1 with launcher joblib", self.jobs)
 
 
-def _search_multirun(run_dir: Path, name: str, methods: list[str], seed: int,
+def _search_multirun(run_dir: Path, name: str, methods: list[str], seeds: list[int],
                      cfg: CompareConfig, data_choice: str, data: dict, trainer: dict,
                      logger: Any, method_values: Optional[dict] = None) -> None:
-    """`nas.search --multirun` of `methods` at one seed, from one structured config file;
-    the searches already finished are not in `methods`."""
+    """`nas.search --multirun` of `methods` x `seeds`, from one structured config file; the
+    searches already finished are not in it. One multirun for all seeds lets a joblib
+    launcher keep every core busy to the end (the jobs run method by method, each method's
+    seeds side by side)."""
+    from nas.evaluation import job_env
     from nas.files import write_text_atomic
 
     searches = run_dir / "searches"
     for m in methods:
-        set_aside(searches / f"{m}_s{seed}")
+        for seed in seeds:
+            set_aside(searches / f"{m}_s{seed}")
     launcher = {"n_jobs": cfg.jobs} if cfg.jobs is not None else {}
     config = {
         "defaults": ["search", {"override method": methods[0]},
@@ -98,7 +103,8 @@ def _search_multirun(run_dir: Path, name: str, methods: list[str], seed: int,
                      {"override hydra/launcher": cfg.launcher}, "_self_"],
         "data": data, "trainer": trainer, "logger": dataclasses.asdict(logger),
         **({"method": method_values} if method_values else {}),
-        "hydra": {"sweeper": {"params": {"method": ",".join(methods), "seed": str(seed)}},
+        "hydra": {"sweeper": {"params": {"method": ",".join(methods),
+                                         "seed": ",".join(map(str, seeds))}},
                   "sweep": {"dir": str(searches.resolve()),
                             "subdir": "${method.name}_s${seed}"},
                   **({"launcher": launcher} if launcher else {})},
@@ -111,11 +117,25 @@ def _search_multirun(run_dir: Path, name: str, methods: list[str], seed: int,
     with open(log, "a") as out:
         out.write(f"\n$ {shlex.join(cmd)}\n")
         out.flush()
-        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
-    missing = [m for m in methods if not (searches / f"{m}_s{seed}" / "result.json").is_file()]
+        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            env=job_env(cfg.launcher, cfg.jobs)).returncode
+    missing = [f"{m}_s{seed}" for m in methods for seed in seeds
+               if not (searches / f"{m}_s{seed}" / "result.json").is_file()]
     if missing:
-        raise ConfigError(f"the searches {', '.join(missing)} at seed {seed} stopped (exit "
+        raise ConfigError(f"the searches {', '.join(missing)} stopped (exit "
                           f"status {rc}); see {log}")
+
+
+def _pending(run_dir: Path, methods: list[str], seeds: list[int]
+             ) -> dict[tuple[str, ...], list[int]]:
+    """The unfinished searches, as {methods: the seeds that lack exactly those}: a fresh
+    comparison is one group, a resumed one a group per pattern of what is left."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for seed in seeds:
+        left = tuple(m for m in methods if _finished(run_dir, m, seed) is None)
+        if left:
+            groups.setdefault(left, []).append(seed)
+    return groups
 
 
 def _finished(run_dir: Path, method: str, seed: int) -> Optional[dict]:
@@ -161,22 +181,19 @@ def run_compare(cfg: DictConfig, run_dir: Path, data_choice: str) -> dict:
     trainer_values = dataclasses.asdict(dataclasses.replace(trainer, enable_progress_bar=False))
     logger = check(LoggerConfig, cfg.logger, "logger")
     # 1. the searches
-    for seed in cmp.seeds:
-        pending = [m for m in cmp.methods if _finished(run_dir, m, seed) is None]
-        if pending:
-            _search_multirun(run_dir, f"searches_s{seed}", pending, seed, cmp, data_choice,
-                             data_values, trainer_values, logger)
+    for methods, seeds in _pending(run_dir, cmp.methods, cmp.seeds).items():
+        _search_multirun(run_dir, f"searches_s{'_'.join(map(str, seeds))}", list(methods),
+                         seeds, cmp, data_choice, data_values, trainer_values, logger)
     # 2. the random baseline, in the MACs band of the searches' results
     macs = [count(io.load(run_dir / "searches" / f"{m}_s{s}" / "arch.yaml")).macs
             for m in cmp.methods for s in cmp.seeds]
     margin = cmp.random.band_margin
     band = [round(min(macs) * (1 - margin)), round(max(macs) * (1 + margin))]
-    for seed in cmp.seeds:
-        if _finished(run_dir, "random", seed) is None:
-            _search_multirun(run_dir, f"random_s{seed}", ["random"], seed, cmp, data_choice,
-                             data_values, trainer_values, logger,
-                             {"space": cmp.random.space, "samples": cmp.random.samples,
-                              "macs": band})
+    for _, seeds in _pending(run_dir, ["random"], cmp.seeds).items():
+        _search_multirun(run_dir, f"random_s{'_'.join(map(str, seeds))}", ["random"], seeds,
+                         cmp, data_choice, data_values, trainer_values, logger,
+                         {"space": cmp.random.space, "samples": cmp.random.samples,
+                          "macs": band})
     # 3. every result trained with one recipe
     methods = [*cmp.methods, "random"]
     jobs = [EvalJob(f"{m}_s{s}", io.load(run_dir / "searches" / f"{m}_s{s}" / "arch.yaml"), s)

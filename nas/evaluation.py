@@ -80,6 +80,19 @@ class EvaluatorConfig:
                 "null, or an integer >= 1 with backend hydra and launcher joblib", self.jobs)
 
 
+def job_env(launcher: str, jobs: Optional[int]) -> dict[str, str]:
+    """The environment of a multirun's jobs. With joblib, the jobs side by side share the
+    CPU cores: each job's torch gets cores / jobs threads (OMP_NUM_THREADS, unless already
+    set), where each would otherwise start one per core and the jobs would contend. On the
+    2-core EPYC, two AutoNL demo searches at one thread each took 385 s side by side, one at
+    two threads 270 s: 1.4x the throughput."""
+    env = dict(os.environ)
+    if launcher == "joblib" and "OMP_NUM_THREADS" not in env:
+        cores = os.cpu_count() or 1
+        env["OMP_NUM_THREADS"] = str(max(1, cores // (jobs or cores)))
+    return env
+
+
 class EvaluationFailed(ConfigError):
     """A training stopped before it finished; the message names the job (and the log)."""
 
@@ -243,7 +256,8 @@ def _run_hydra(jobs: Sequence[EvalJob], recipe: Recipe, directory: Path,
     with open(log, "a") as out:
         out.write(f"\n$ {shlex.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env=job_env(config.launcher, config.jobs))
         try:
             while True:
                 exited = proc.poll() is not None

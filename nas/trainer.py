@@ -93,6 +93,13 @@ def make_loggers(cfg: LoggerConfig, run_dir: Path, name: str) -> list:
         loggers.append(CSVLogger(str(run_dir), name="csv", version=""))
     if cfg.wandb and cfg.wandb_mode != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb as wandb_lib
+
+        # A run still open in this process belongs to an earlier job of a multirun (Hydra's
+        # basic launcher and joblib's workers run several jobs in one process): closed, or
+        # WandbLogger would log this job into it.
+        if wandb_lib.run is not None:
+            wandb_lib.finish()
         wandb = WandbLogger(project=cfg.project, name=name, save_dir=str(run_dir),
                             mode=cfg.wandb_mode)
         # Lightning always passes anonymous=None, which wandb warns is deprecated whatever

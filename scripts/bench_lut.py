@@ -40,10 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, metavar="N", default=0,
                    help="run k uses seed + k, as the search uses its seed (default: 0)")
     p.add_argument("--warmup", type=int, metavar="N", default=None,
-                   help="untimed forwards (default: the demo budget's method.lut.warmup)")
+                   help="untimed forwards at each visit (default: the demo budget's "
+                        "method.lut.warmup)")
     p.add_argument("--repeats", type=int, metavar="N", default=None,
-                   help="timed forwards per reference path and per checked network "
+                   help="timed forwards at each visit of a reference path or checked network "
                         "(default: the demo budget's method.lut.repeats)")
+    p.add_argument("--visits", type=int, metavar="N", default=None,
+                   help="least interleaved visits (default: method.lut.visits)")
+    p.add_argument("--max-visits", type=int, metavar="N", default=None,
+                   help="most interleaved visits (default: method.lut.max_visits)")
+    p.add_argument("--max-spread", type=float, metavar="X", default=None,
+                   help="visit until the median split-half spread is at most X (default: "
+                        "method.lut.max_spread)")
     p.add_argument("--report-archs", type=int, metavar="N", default=None,
                    help="random networks timed whole per run, at least 2 (default: the demo "
                         "budget's method.lut.report_archs)")
@@ -60,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = demo_setting()[0]
     overrides = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats),
+                                   ("visits", args.visits), ("max_visits", args.max_visits),
+                                   ("max_spread", args.max_spread),
                                    ("report_archs", args.report_archs)) if v is not None}
     try:
         lut = dataclasses.replace(cfg.lut, **overrides)
@@ -89,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                      "scale": table.calibration["scale"], "rel_rmse": r["rel_rmse"],
                      "rmse_ms": r["rmse_ms"], "mean_measured_ms": r["mean_measured_ms"],
                      "kendall_tau": r["kendall_tau"],
+                     "table_visits": table.meta["visits_done"],
+                     "table_spread": table.meta["spread"],
+                     "report_visits": r["noise"]["visits"], "report_spread": r["noise"]["spread"],
+                     "settled": r["noise"]["settled"],
                      "uncalibrated_rel_rmse": r["uncalibrated"]["rel_rmse"],
                      "measure_seconds": r["measure_seconds"]})
         _print_run(runs[-1], header=k == 0)
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     s = r["settings"]
     result = {"setting": {"name": args.setting, **setting}, "lut": dataclasses.asdict(lut),
               "device": s["device"], "torch_version": s["torch_version"],
-              "rounds": s["rounds"], "runs": runs, "summary": summary,
+              "low_percentile": s["low_percentile"], "runs": runs, "summary": summary,
               "targets": {"max_rel_rmse": args.max_rel_rmse, "min_tau": args.min_tau},
               "ok": ok, "load_average": load}
     write_text_atomic(out / "bench_lut.json", json.dumps(result, indent=1) + "\n")
@@ -130,10 +144,13 @@ def _load() -> float | None:
 
 def _print_run(x: dict, header: bool) -> None:
     if header:
-        print("run  seed  entries  build s  scale   rel RMSE  RMSE ms  mean ms  tau")
+        print("run  seed  entries  build s  scale   rel RMSE  RMSE ms  mean ms  tau    "
+              "visits  spread (table / report)")
     print(f"{x['run']:<4} {x['seed']:<5} {x['entries']:<8} {x['build_seconds']:<8.1f} "
           f"{x['scale']:<7.4f} {x['rel_rmse']:<9.2%} {x['rmse_ms']:<8.4f} "
-          f"{x['mean_measured_ms']:<8.3f} {x['kendall_tau']:.3f}", flush=True)
+          f"{x['mean_measured_ms']:<8.3f} {x['kendall_tau']:<6.3f} "
+          f"{x['table_visits']}/{x['report_visits']:<4} {x['table_spread']:.2%} / "
+          f"{x['report_spread']:.2%}{'' if x['settled'] else '  (not settled)'}", flush=True)
 
 
 if __name__ == "__main__":

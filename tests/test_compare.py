@@ -7,7 +7,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from nas.compare import CompareConfig, pareto, welch, write_report
+from nas.compare import CompareConfig, _pending, pareto, welch, write_report
 from nas.config import ConfigError, check
 
 
@@ -45,6 +45,15 @@ def test_compare_config_is_checked():
         check(CompareConfig, {"methods": ["moga", "nasnet"]}, "compare")
     with pytest.raises(ConfigError, match="compare.seeds: expected a list of distinct"):
         check(CompareConfig, {"seeds": [0, 0]}, "compare")
+
+
+def test_unfinished_searches_are_grouped_into_as_few_multiruns_as_they_allow(tmp_path):
+    methods, seeds = ["moga", "darts"], [0, 1, 2]
+    assert _pending(tmp_path, methods, seeds) == {("moga", "darts"): [0, 1, 2]}  # fresh: one
+    for job in ("moga_s0", "moga_s1", "darts_s1"):
+        (tmp_path / "searches" / job).mkdir(parents=True)
+        (tmp_path / "searches" / job / "result.json").write_text("{}")
+    assert _pending(tmp_path, methods, seeds) == {("darts",): [0], ("moga", "darts"): [2]}
 
 
 @pytest.fixture(scope="module")

@@ -131,6 +131,19 @@ def test_a_failed_training_is_one_error_naming_the_job(backend, tmp_path):
         assert message.startswith("training c000_r0 stopped: ")
 
 
+def test_joblib_jobs_share_the_cores_instead_of_each_taking_all(monkeypatch):
+    from nas.evaluation import job_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert job_env("joblib", 2)["OMP_NUM_THREADS"] == "4"
+    assert job_env("joblib", None)["OMP_NUM_THREADS"] == "1"   # joblib's default: a job per core
+    assert job_env("joblib", 16)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in job_env("basic", None)     # one job at a time: all cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")                 # the user's setting wins
+    assert job_env("joblib", 2)["OMP_NUM_THREADS"] == "3"
+
+
 def test_evaluator_config_is_checked():
     from nas.config import check
 

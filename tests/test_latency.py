@@ -94,7 +94,7 @@ def test_save_load_round_trip_and_predict_is_the_sum(specs, table, tmp_path):
     for spec in specs:
         expected = 0.0
         for key in _keys(spec):
-            expected += data["entries"][key]["median_ms"]
+            expected += data["entries"][key]["low_ms"]
         assert loaded.predict(spec) == expected
         assert table.predict(spec) == expected
         assert expected > 0
@@ -142,6 +142,9 @@ def test_load_errors_are_one_line(table, tmp_path):
         "ver.json": {**good, "version": 99},
         "meta.json": {**good, "meta": {"device": "cpu"}},
         "entry.json": {**good, "entries": {"k": {"median_ms": "fast"}}},
+        "old.json": {**good, "version": 2},     # entries without low_ms and visits
+        "visits.json": {**good, "entries": {k: {**e, "visits": 0}
+                                            for k, e in good["entries"].items()}},
     }
     for name, data in cases.items():
         (tmp_path / name).write_text(json.dumps(data))

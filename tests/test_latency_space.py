@@ -14,9 +14,11 @@ from nas.cost import timing
 from nas.cost.lut import (LatencyTable, LatencyTableError, block_key, fit_calibration, head_key,
                           space_layout, stem_key)
 from nas.cost.lut_report import kendall_tau, lut_report, sample_vectors
+from nas.cost.timing import Visits
 from nas.methods.moga.search import moga_space
 
 load_or_build = LatencyTable.load_or_build
+ONE = Visits(1, 1)  # one visit of every path: what the counts below assume
 WHOLE = 1.1  # how much longer the fake timer makes a whole forward than its parts' sum
 
 
@@ -67,7 +69,8 @@ def fake_timer(monkeypatch):
 
 @pytest.fixture(scope="module")
 def real_table():
-    return LatencyTable().build_for_space(tiny(), threads=1, warmup=1, repeats=2, contexts=1)
+    return LatencyTable().build_for_space(tiny(), threads=1, warmup=1, repeats=2, contexts=1,
+                                          visits=ONE)
 
 
 def test_build_for_space_has_one_entry_per_distinct_part(real_table):
@@ -119,7 +122,8 @@ def test_build_does_not_mix_isolated_entries_into_a_context_table(real_table):
 
 def test_calibration_fits_what_the_summed_parts_miss(fake_timer):
     space = tiny()
-    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=2)
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=2,
+                                       visits=ONE)
     assert fake_timer["chain"] == 48  # 2 sweeps x 12 paths, part by part and whole
     cal = t.calibration
     # The entries sum to the parts' times; each whole forward takes WHOLE times that.
@@ -139,7 +143,8 @@ def test_fit_calibration_by_hand():
 
 
 def test_calibration_survives_save_and_load(fake_timer, tmp_path):
-    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
+    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1,
+                                       visits=ONE)
     t.save(tmp_path / "lut.json")
     loaded = LatencyTable.load(tmp_path / "lut.json")
     assert loaded == t and loaded.calibration["scale"] == pytest.approx(WHOLE)
@@ -160,7 +165,7 @@ BUILD = 24  # timed chains of one build with contexts=1: 12 paths, part by part 
 
 def test_load_or_build_reuses_matching_tables_and_rebuilds_otherwise(fake_timer, tmp_path):
     path = tmp_path / "lut.json"
-    settings = dict(threads=1, warmup=0, repeats=3, contexts=1)
+    settings = dict(threads=1, warmup=0, repeats=3, contexts=1, visits=ONE)
     first = load_or_build(path, tiny(), **settings)
     assert fake_timer["chain"] == BUILD and path.exists()
 
@@ -188,7 +193,8 @@ def test_load_or_build_reuses_matching_tables_and_rebuilds_otherwise(fake_timer,
 
 
 def test_matches_compares_the_given_settings(fake_timer):
-    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
+    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1,
+                                       visits=ONE)
     assert t.matches({"device": "cpu", "threads": 1, "resolution": 32, "timing": "context"})
     assert t.matches({"device": t.meta["device"], "keys": _expected_keys(tiny())})
     assert not t.matches({"threads": 2})
@@ -224,12 +230,15 @@ def test_kendall_tau_agrees_with_scipy():
 
 def test_lut_report_fields_and_left_out_calibration_paths(fake_timer):
     space = tiny()
-    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=1)
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=3, contexts=1,
+                                       visits=Visits(3, 5))
     first = space.sample(torch.Generator().manual_seed(7))
     t.calibration["vectors"].append(first)  # the report's first draw is a calibration path
     r = lut_report(t, space, n=6, seed=7)
-    assert r["settings"]["rounds"] == 3  # min(5, repeats) round-robin visits
+    # The table's visits: 3, no more, since the fake times do not move between visits.
+    assert r["settings"]["visits"] == 3 and r["settings"]["max_visits"] == 5
     assert fake_timer["networks"] == 3 * 6
+    assert r["noise"] == {"visits": 3, "spread": 0.0, "table_spread": 0.0, "settled": True}
     assert r["n"] == 6 and len(r["rows"]) == 6 and r["skipped_calibration_paths"] == 1
     vectors = [row["vector"] for row in r["rows"]]
     assert first not in vectors
@@ -249,15 +258,44 @@ def test_lut_report_fields_and_left_out_calibration_paths(fake_timer):
     json.dumps(r)  # the report is plain JSON
 
 
+def test_a_noisy_host_does_not_move_the_predictions(monkeypatch):
+    """70 % of forwards (and of parts within them) slowed by 20-100 %, as on a shared
+    machine: the low percentile of the visits still finds every part's and network's quiet
+    time, so the table predicts the networks as if the machine were quiet."""
+    gen = torch.Generator().manual_seed(0)
+
+    def slowed() -> float:
+        hit = torch.rand((), generator=gen) < 0.7
+        return 1.0 + float(hit) * (0.2 + 0.8 * float(torch.rand((), generator=gen)))
+
+    def time_forwards(modules, x, *, warmup, repeats, now):
+        if len(modules) > 1:
+            return [[_fake_ms(m) * slowed() for m in modules] for _ in range(repeats)]
+        return [[WHOLE * _fake_ms(modules[0]) * slowed()] for _ in range(repeats)]
+
+    monkeypatch.setattr(timing, "time_forwards", time_forwards)
+    space = tiny()
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=4, contexts=1,
+                                       visits=Visits(10, 40))
+    entry = next(iter(t.entries.values()))
+    assert entry.visits == t.meta["visits_done"] >= 10 and entry.spread <= 0.05
+    assert entry.median_ms > 1.1 * entry.low_ms       # the median is slowed, the low is not
+    r = lut_report(t, space, n=10, seed=3)
+    assert r["rel_rmse"] < 0.005 and r["kendall_tau"] > 0.95
+    assert r["noise"]["settled"] and r["noise"]["visits"] >= 10
+
+
 def test_sample_vectors_draws_distinct_architectures(fake_timer):
     space = tiny()
-    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=4, contexts=1)
+    t = LatencyTable().build_for_space(space, threads=1, warmup=0, repeats=4, contexts=1,
+                                       visits=ONE)
     vectors, skipped = sample_vectors(space, 4, seed=3, exclude=t.calibration["vectors"])
     assert skipped == 0 and len({tuple(v) for v in vectors}) == 4
 
 
 def test_lut_report_refuses_a_table_of_another_device(fake_timer):
-    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1)
+    t = LatencyTable().build_for_space(tiny(), threads=1, warmup=0, repeats=3, contexts=1,
+                                       visits=ONE)
     t.meta["device"] = "another CPU"
     with pytest.raises(ValueError, match="another CPU"):
         lut_report(t, tiny(), n=3)
@@ -279,7 +317,7 @@ def test_build_for_space_thread_clock_needs_one_thread():
 
 def test_clock_is_a_table_setting(fake_timer, tmp_path):
     path = tmp_path / "lut.json"
-    settings = dict(threads=1, warmup=0, repeats=3, contexts=1)
+    settings = dict(threads=1, warmup=0, repeats=3, contexts=1, visits=ONE)
     t = load_or_build(path, tiny(), clock="thread", **settings)
     assert t.meta["clock"] == "thread"
     assert all(s.clock == "thread" for s in LatencyTable.load(path).entries.values())
@@ -287,3 +325,23 @@ def test_clock_is_a_table_setting(fake_timer, tmp_path):
     assert fake_timer["chain"] == BUILD
     load_or_build(path, tiny(), clock="wall", **settings)
     assert fake_timer["chain"] == 2 * BUILD
+
+
+# --------------------------------------------------------------------------- bench_lut
+
+
+def test_bench_lut_reports_its_visits_spread_and_targets(tmp_path, capsys):
+    """scripts/bench_lut.py through the search's latency stage, at one short visit: the
+    figures, each run's visits and spreads, and the exit status of the targets."""
+    from conftest import load_script
+
+    bench = load_script("bench_lut")
+    args = ["--out-dir", str(tmp_path), "--runs", "1", "--warmup", "0", "--repeats", "1",
+            "--visits", "1", "--max-visits", "1", "--report-archs", "3"]
+    assert bench.main([*args, "--max-rel-rmse", "0"]) == 1     # a target missed: exit 1
+    result = json.loads((tmp_path / "bench_lut.json").read_text())
+    assert result["ok"] is False and result["targets"]["max_rel_rmse"] == 0
+    run = result["runs"][0]
+    assert run["table_visits"] == run["report_visits"] == 1 and run["entries"] == 123
+    assert result["lut"]["visits"] == 1 and result["low_percentile"] == timing.LOW_PERCENTILE
+    assert "visits" in capsys.readouterr().out

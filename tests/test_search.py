@@ -165,3 +165,31 @@ def test_demo_supernet_paths_score_above_90_percent(tmp_path, run_entry):
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["random_paths_accuracy"] >= 0.90 and result["accuracy"] >= 0.90
+
+
+@pytest.mark.slow
+def test_moga_stability_compares_searches_that_measure_their_own_tables(moga_smoke, tmp_path):
+    """scripts/moga_stability.py: two smoke searches on one supernet, each measuring its own
+    latency table; every selection predicted by both tables, pairs judged against the
+    tables' stated errors."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    tmp, _ = moga_smoke
+    out = tmp_path / "stability"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "moga_stability.py"),
+                        "--supernet", str(tmp / "run" / "supernet.pt"), "--runs", "2",
+                        "--out-dir", str(out), "budget=smoke"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    s = json.loads((out / "stability.json").read_text())
+    assert len(s["runs"]) == 2 and len(s["pairs"]) == 1
+    pair = s["pairs"][0]
+    assert pair["agree"] == (pair["latency_difference"] <= pair["stated_error"])
+    assert (r.returncode == 0) == s["all_agree"]
+    for run in s["runs"]:
+        own = run["predicted_by_each_table_ms"][run["run"]]
+        assert own == pytest.approx(run["latency_ms"], rel=1e-9)   # its own table's figure
+    assert "same network in" in r.stdout

@@ -266,6 +266,23 @@ def test_default_logger_writes_wandb_offline_and_csv(tmp_path):
     assert (run / "csv" / "metrics.csv").is_file()
 
 
+def test_each_job_of_a_multirun_gets_its_own_wandb_run(tmp_path):
+    """Hydra's basic launcher and joblib's workers run several jobs in one process; the
+    second job's WandbLogger reused the first job's open run, logging into its directory."""
+    import wandb
+
+    from nas.trainer import LoggerConfig, make_loggers
+
+    ids = []
+    for job in ("a", "b"):
+        (logger,) = make_loggers(LoggerConfig(csv=False), tmp_path / job, job)
+        logger.experiment.log({"x": 1.0})
+        ids.append(logger.experiment.id)
+    wandb.finish()
+    assert ids[0] != ids[1]
+    assert list((tmp_path / "b" / "wandb").glob("offline-run-*"))
+
+
 @pytest.mark.slow
 def test_demo_budget_reaches_95_percent_on_embedded_mnist(tmp_path):
     r = _train(tmp_path, "logger=none", "trainer.enable_progress_bar=false", timeout=1200)

@@ -26,8 +26,8 @@ from nas.arch.io import to_dict
 from nas.arch.shapes import conv_out, iter_blocks, last_channels
 from nas.arch.spec import ChainSpec
 from nas.cost import timing
-from nas.cost.timing import (LatencyStats, allocator, check_device, check_settings, clock_fn,
-                             device_name, intra_op_threads, measure_latency, summary)
+from nas.cost.timing import (LatencyStats, Visits, allocator, check_device, check_settings,
+                             clock_fn, device_name, intra_op_threads, measure_latency, summary)
 from nas.files import write_text_atomic
 from nas.ops.layers import init_weights
 
@@ -35,10 +35,13 @@ if TYPE_CHECKING:
     from nas.supernet.chain import ChainSearchSpace
 
 FORMAT = "nas.latency_table"
-VERSION = 2  # 2: "clock" and "timing" required, calibration is a scale only
+# 2: "clock" and "timing" required, calibration is a scale only; 3: entries predict with
+# their low percentile ("low_ms"), and record their visits and spread
+VERSION = 3
 # Measurement conditions every entry of one table shares.
 SETTINGS = ("device", "torch_version", "threads", "batch", "warmup", "repeats", "clock")
-_STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "min_ms")
+_STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "min_ms", "low_ms",
+                "spread")
 log = logging.getLogger(__name__)
 
 
@@ -180,14 +183,15 @@ class LatencyTable:
         return self
 
     def lookup(self, spec: ChainSpec) -> list[tuple[Part, float]]:
-        """(part, median ms) for every part of `spec`, in prediction order."""
+        """(part, ms) for every part of `spec`, in prediction order: each entry's low
+        percentile (timing.low)."""
         out = []
         for part in parts(spec):
             stats = self.entries.get(part.key)
             if stats is None:
                 raise MissingEntry(f"{spec.name}: no latency entry for {part.label} "
                                    f"(key {part.key})")
-            out.append((part, stats.median_ms))
+            out.append((part, stats.low_ms))
         return out
 
     def predict(self, spec: ChainSpec, *, calibrated: bool = True) -> float:
@@ -206,7 +210,8 @@ class LatencyTable:
     def build_for_space(self, space: ChainSearchSpace, *, batch: int = 1,
                         device: torch.device | str = "cpu", threads: int | None = None,
                         warmup: int = 10, repeats: int = 50, contexts: int = 4,
-                        clock: str = "wall", seed: int = 0) -> LatencyTable:
+                        clock: str = "wall", seed: int = 0,
+                        visits: Visits = Visits()) -> LatencyTable:
         """Fill this (empty) table with every candidate of every position of `space` at its
         input shape, plus the stem and head (fixed blocks are positions with one candidate).
 
@@ -216,6 +221,8 @@ class LatencyTable:
         never does in a network, and such entries sum to 8 % (32x32) to 16 % (224x224) less
         than the network takes on a 2-core EPYC here. Each path is also timed whole, and
         the scale of whole ~ scale * summed entries is fitted on them (fit_calibration).
+        Paths are timed in interleaved visits (time_visits: `warmup` and `repeats` per
+        visit); every figure is the low percentile (timing.low) of its times.
         """
         check_settings(warmup, repeats, threads, batch)
         if isinstance(contexts, bool) or not isinstance(contexts, int) or contexts < 1:
@@ -234,31 +241,41 @@ class LatencyTable:
             # One module per (position, candidate), as in a network: a candidate used at two
             # positions does not find its weights cached.
             modules: dict[tuple[int, str], nn.Module] = {}
-            samples: dict[str, list[float]] = {}
-            whole = []
+            chains, items = [], []
             for choice in paths:
                 chain = layout.path_parts(choice)
                 for i, p in enumerate(chain):
                     if (i, p.key) not in modules:
                         modules[i, p.key] = _part_module(p, space.template).to(dev).eval()
                 path = [modules[i, p.key] for i, p in enumerate(chain)]
-                rows = timing.time_forwards(path, x, warmup=warmup, repeats=repeats, now=now)
-                for j, part in enumerate(chain):
-                    samples.setdefault(part.key, []).extend(row[j] for row in rows)
-                rows = timing.time_forwards([nn.Sequential(*path)], x, warmup=min(warmup, 1),
-                                            repeats=repeats, now=now)  # it has just run
-                whole.append(float(np.median([row[0] for row in rows])))
+                chains.append(chain)
+                items += [path, [nn.Sequential(*path)]]   # part by part, then whole
+            times, spread = timing.time_visits(items, x, warmup=warmup, repeats=repeats,
+                                               visits=visits, now=now)
+        done = len(times[0])
+        # samples[key][visit]: the part's times in that visit, over every path holding it
+        samples: dict[str, list[list[float]]] = {}
+        for chain, per_visit in zip(chains, times[0::2]):
+            for j, part in enumerate(chain):
+                mine = samples.setdefault(part.key, [[] for _ in range(done)])
+                for v, rows in enumerate(per_visit):
+                    mine[v].extend(row[j] for row in rows)
+        whole = [timing.low(row[0] for rows in per_visit for row in rows)
+                 for per_visit in times[1::2]]
         for part in layout.distinct_parts():
+            per_visit = samples[part.key]
             self.add(part.key, summary(
-                samples[part.key], repeats=repeats, warmup=warmup,
+                [t for v in per_visit for t in v], repeats=repeats, warmup=warmup,
                 input_shape=(batch, part.cin, part.hw, part.hw), device=device_name(dev),
-                threads=used, clock=clock))
+                threads=used, clock=clock, per_visit=per_visit))
         vectors = [[p[i] for i in space.searchable] for p in paths]
         raw = [self.predict_vector(space, v, calibrated=False) for v in vectors]
         self.calibration = {"scale": fit_calibration(raw, whole), "vectors": vectors,
                             "raw_ms": raw, "measured_ms": whole}
         self.meta.update(timing="context", resolution=space.template.input_size,
                          contexts=contexts, seed=seed, torch_device=str(dev),
+                         **visit_settings(visits), visits_done=done, spread=spread,
+                         low_percentile=timing.LOW_PERCENTILE, clocks=timing.clocks(dev),
                          allocator=allocator(), created=_now(),
                          positions=[len(c) for c in space.positions],
                          build_seconds=round(time.perf_counter() - start, 3))
@@ -292,13 +309,14 @@ class LatencyTable:
     def load_or_build(cls, path: str | os.PathLike, space: ChainSearchSpace, *,
                       batch: int = 1, device: torch.device | str = "cpu",
                       threads: int | None = None, warmup: int = 10, repeats: int = 50,
-                      contexts: int = 4, clock: str = "wall", seed: int = 0) -> LatencyTable:
+                      contexts: int = 4, clock: str = "wall", seed: int = 0,
+                      visits: Visits = Visits()) -> LatencyTable:
         """The table saved at `path` when it was measured on this machine with these settings
         and holds every key `space` needs; otherwise a fresh build_for_space, saved to
         `path`. An unreadable file is rebuilt (with a warning) rather than trusted."""
         path = Path(path)
         wanted = {**_settings(device, threads, batch, warmup, repeats, clock),
-                  "timing": "context", "contexts": contexts,
+                  "timing": "context", "contexts": contexts, **visit_settings(visits),
                   "resolution": space.template.input_size, "keys": space_layout(space).keys()}
         if path.exists():
             try:
@@ -312,7 +330,7 @@ class LatencyTable:
                 log.info("%s: settings differ; measuring a new table", path)
         table = cls().build_for_space(space, batch=batch, device=device, threads=threads,
                                       warmup=warmup, repeats=repeats, contexts=contexts,
-                                      clock=clock, seed=seed)
+                                      clock=clock, seed=seed, visits=visits)
         table.save(path)
         return table
 
@@ -320,6 +338,7 @@ class LatencyTable:
         entries = {}
         for key, s in sorted(self.entries.items()):
             entries[key] = {f: getattr(s, f) for f in _STAT_FIELDS}
+            entries[key]["visits"] = s.visits
             entries[key]["input_shape"] = list(s.input_shape)
         out = {"format": FORMAT, "version": VERSION,
                "meta": {"created": _now(), **self.meta}, "entries": entries}
@@ -380,8 +399,13 @@ class LatencyTable:
             if not isinstance(shape, list) or not all(isinstance(s, int) for s in shape):
                 raise ValueError(f"entry {key}: input_shape expected a list of integers, "
                                  f"got {shape!r}")
+            visits = e.get("visits")
+            if isinstance(visits, bool) or not isinstance(visits, int) or visits < 1:
+                raise ValueError(f"entry {key}: visits expected an integer >= 1, got "
+                                 f"{visits!r}")
             table.entries[key] = LatencyStats(**{f: float(e[f]) for f in _STAT_FIELDS},
-                                              input_shape=tuple(shape), **settings)
+                                              input_shape=tuple(shape), visits=visits,
+                                              **settings)
         cal = data.get("calibration")
         if cal is not None:
             if not isinstance(cal, dict):
@@ -389,6 +413,12 @@ class LatencyTable:
             _check_number(cal.get("scale"), "calibration: scale")
             table.calibration = cal
         return table
+
+
+def visit_settings(visits: Visits) -> dict[str, Any]:
+    """How a table's paths were visited, as its meta records them."""
+    return {"visits": visits.least, "max_visits": visits.most,
+            "max_spread": visits.max_spread}
 
 
 def _check_number(value: Any, what: str) -> None:

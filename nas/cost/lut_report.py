@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -14,9 +14,9 @@ from scipy.stats import kendalltau
 
 from nas.arch.builder import build
 from nas.cost import timing
-from nas.cost.lut import LatencyTable
-from nas.cost.timing import (allocator, check_device, check_settings, clock_fn, device_name,
-                             intra_op_threads)
+from nas.cost.lut import LatencyTable, visit_settings
+from nas.cost.timing import (Visits, allocator, check_device, check_settings, clock_fn,
+                             device_name, intra_op_threads)
 
 if TYPE_CHECKING:
     from nas.supernet.chain import ChainSearchSpace
@@ -64,23 +64,6 @@ def sample_vectors(space: ChainSearchSpace, n: int, seed: int,
                      f"for {n} distinct ones")
 
 
-def _time_networks(models: Sequence[torch.nn.Module], x: torch.Tensor, *, threads: int,
-                   warmup: int, repeats: int, rounds: int,
-                   now: Callable[[], float]) -> list[list[float]]:
-    """`repeats` times of every network, taken in `rounds` round-robin visits (each visit:
-    `warmup` untimed forwards, then its share of the timed ones). Round-robin spreads a
-    slow spell of a shared machine over all networks instead of landing on a few and
-    reordering them."""
-    times: list[list[float]] = [[] for _ in models]
-    with intra_op_threads(threads):
-        for k in range(rounds):
-            count = repeats // rounds + (k < repeats % rounds)
-            for model, mine in zip(models, times):
-                rows = timing.time_forwards([model], x, warmup=warmup, repeats=count, now=now)
-                mine.extend(row[0] for row in rows)
-    return times
-
-
 def lut_report(table: LatencyTable, space: ChainSearchSpace, n: int = 30,
                seed: int = 0) -> dict[str, Any]:
     """Predicted against measured whole-network latency for `n` random architectures of
@@ -88,9 +71,12 @@ def lut_report(table: LatencyTable, space: ChainSearchSpace, n: int = 30,
     relative to the mean measured latency, Kendall tau-b, per-architecture rows, settings.
 
     The networks are timed as the table was measured (its device, threads, batch, warmup,
-    repeats and clock), on the device it names; a table measured on another device is
-    refused, since it predicts nothing here. Each network is built whole and timed in
-    min(5, repeats) round-robin visits (_time_networks); measured = median.
+    repeats, clock and visits), on the device it names; a table measured on another device
+    is refused, since it predicts nothing here. Each network is built whole and timed in
+    interleaved visits (timing.time_visits); measured = the low percentile (timing.low),
+    as the table's entries. `noise` says how far the measurements themselves can be
+    trusted: the networks' median split-half spread, and whether the visits reached the
+    table's max_spread.
     """
     meta = table.meta
     threads, batch, warmup, repeats, clock = (
@@ -100,7 +86,7 @@ def lut_report(table: LatencyTable, space: ChainSearchSpace, n: int = 30,
     if device_name(dev) != meta["device"]:
         raise ValueError(f"report on {device_name(dev)!r}, but the table was measured on "
                          f"{meta['device']!r}")
-    rounds = min(5, repeats)
+    visits = Visits(meta.get("visits", 1), meta.get("max_visits", 1), meta.get("max_spread", 0.0))
 
     calibration = table.calibration or {}
     excluded = {tuple(v) for v in calibration.get("vectors", [])}
@@ -111,17 +97,21 @@ def lut_report(table: LatencyTable, space: ChainSearchSpace, n: int = 30,
     x = torch.randn(batch, space.template.in_channels, size, size, device=dev)
     models = [build(space.to_spec(v)).to(dev).eval() for v in vectors]
     start = time.perf_counter()
-    times = _time_networks(models, x, threads=threads, warmup=warmup, repeats=repeats,
-                           rounds=rounds, now=clock_fn(clock, dev, threads))
+    with intra_op_threads(threads):
+        visited, spread = timing.time_visits([[m] for m in models], x, warmup=warmup,
+                                             repeats=repeats, visits=visits,
+                                             now=clock_fn(clock, dev, threads))
     seconds = time.perf_counter() - start
-    measured = [statistics.median(t) for t in times]
+    per_visit = [[[row[0] for row in rows] for rows in v] for v in visited]
+    times = [[t for v in pv for t in v] for pv in per_visit]
+    measured = [timing.low(t) for t in times]
 
     rows = []
-    for v, p, r, t in zip(vectors, predicted, raw, times):
-        p10, p90 = np.percentile(t, [10, 90])
+    for v, p, r, t, pv in zip(vectors, predicted, raw, times, per_visit):
         rows.append({"vector": v, "predicted_ms": p, "predicted_uncalibrated_ms": r,
-                     "measured_ms": statistics.median(t), "measured_p10_ms": float(p10),
-                     "measured_p90_ms": float(p90), "measured_n": len(t)})
+                     "measured_ms": timing.low(t), "measured_median_ms": statistics.median(t),
+                     "measured_n": len(t), "spread": timing.split_half_spread(pv)})
+    table_spread = meta.get("spread")
     return {
         **_errors(predicted, measured),
         "n": n, "seed": seed,
@@ -132,9 +122,13 @@ def lut_report(table: LatencyTable, space: ChainSearchSpace, n: int = 30,
                         if calibration else None),
         "skipped_calibration_paths": skipped,
         "measure_seconds": round(seconds, 3),
+        "noise": {"visits": len(visited[0]), "spread": spread, "table_spread": table_spread,
+                  "settled": spread <= visits.max_spread
+                  and (table_spread is None or table_spread <= visits.max_spread)},
         "settings": {"device": meta["device"], "torch_device": str(dev),
                      "torch_version": torch.__version__, "threads": threads, "batch": batch,
-                     "warmup": warmup, "repeats": repeats, "rounds": rounds,
+                     "warmup": warmup, "repeats": repeats, **visit_settings(visits),
+                     "low_percentile": timing.LOW_PERCENTILE, "clocks": timing.clocks(dev),
                      "clock": clock, "resolution": space.template.input_size,
                      "timing": meta.get("timing"), "contexts": meta.get("contexts"),
                      "allocator": allocator()},

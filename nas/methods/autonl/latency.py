@@ -29,9 +29,9 @@ def option_specs(space: SuperkernelSpace) -> list:
 
 
 def latency_model(space: SuperkernelSpace, cfg, run_dir: Path) -> CostModel:
-    """Per-layer latencies (ms, median) of every option, measured alone at batch 1 with
-    `cfg.lut_threads` threads; the table is read from `cfg.lut` when it holds them, else
-    measured and saved there (or in the run directory)."""
+    """Per-layer latencies (ms, the low percentile: timing.low) of every option, measured
+    alone at batch 1 with `cfg.lut_threads` threads; the table is read from `cfg.lut` when
+    it holds them, else measured and saved there (or in the run directory)."""
     path = Path(cfg.lut) if cfg.lut else run_dir / "lut.json"
     specs = option_specs(space)
     table = LatencyTable()
@@ -51,5 +51,5 @@ def latency_model(space: SuperkernelSpace, cfg, run_dir: Path) -> CostModel:
     entries = table.entries
     fixed_parts = [p for p in parts(specs[0])
                    if p.label in ("stem", "head") or p.index < len(space.fixed)]
-    fixed = sum(entries[p.key].median_ms for p in fixed_parts)
-    return CostModel(fixed, lambda block, cin, hw: entries[block_key(block, cin, hw)].median_ms)
+    fixed = sum(entries[p.key].low_ms for p in fixed_parts)
+    return CostModel(fixed, lambda block, cin, hw: entries[block_key(block, cin, hw)].low_ms)

@@ -27,7 +27,7 @@ from nas.config import ConfigError, check, require
 from nas.cost import count
 from nas.cost.lut import LatencyTable, LatencyTableError, space_layout
 from nas.cost.lut_report import lut_report
-from nas.cost.timing import device_name
+from nas.cost.timing import Visits, device_name, steady_malloc
 from nas.data import ImageDataModule
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.memory_format import set_memory_format
@@ -71,9 +71,16 @@ def moga_space(*, width: float = 1.0, stem_stride: int = 2, num_classes: int = 1
 class LutConfig:
     threads: int = 1
     batch: int = 1
-    warmup: int = 5
-    repeats: int = 20
+    warmup: int = 3         # untimed forwards at each visit
+    repeats: int = 4        # timed forwards at each visit
+    # interleaved visits of every path (and report network): at least `visits`, more until
+    # their median split-half spread is at most max_spread, at most max_visits (timing.Visits)
+    visits: int = 10
+    max_visits: int = 40
+    max_spread: float = 0.01
     clock: str = "thread"   # CPU time of the timing thread: other processes do not count
+    # cpu, or cuda[:k]: timed with CUDA events (clock wall), the clocks recorded
+    device: str = "cpu"
     report_archs: int = 30  # lut_report.json: predicted vs measured on this many networks
     # A saved lut.json to search with instead of measuring one (the same table and seed select
     # the same architecture; a table measured afresh differs run to run).
@@ -85,6 +92,16 @@ class LutConfig:
         require(self.warmup >= 0, "warmup", "an integer >= 0", self.warmup)
         require(self.clock in ("thread", "wall"), "clock", "'thread' or 'wall'", self.clock)
         require(self.report_archs >= 0, "report_archs", "an integer >= 0", self.report_archs)
+        require(1 <= self.visits <= self.max_visits, "visits",
+                f"an integer from 1 to max_visits ({self.max_visits})", self.visits)
+        require(0 <= self.max_spread < 1, "max_spread", "a number in [0, 1)", self.max_spread)
+        require(self.device == "cpu" or self.device.split(":")[0] == "cuda", "device",
+                "cpu or cuda[:k]", self.device)
+        require(self.device == "cpu" or self.clock == "wall", "clock",
+                "wall on a GPU (CUDA events time it; thread counts CPU time only)", self.clock)
+
+    def visit_rule(self) -> Visits:
+        return Visits(self.visits, self.max_visits, self.max_spread)
 
 
 OBJECTIVES = ("accuracy", "latency", "params")
@@ -202,6 +219,10 @@ def latency_stage(space: ChainSearchSpace, cfg: LutConfig, run_dir: Path,
     settings (LatencyTable.load_or_build). The report times report_archs random networks
     whole and compares them with the table's predictions."""
     path = run_dir / "lut.json"
+    if torch.device(cfg.device).type == "cpu":
+        # Freed activations stay in the heap: at 224x224, without it, random networks timed
+        # 12-14 ms or 18-19 ms depending on page faults (bench_lut, imagenet, epyc-2c).
+        steady_malloc()
     if cfg.table is not None:
         table = given_table(Path(cfg.table), space, cfg)
         if not path.is_file():  # the run keeps its own copy, which its resume finds
@@ -209,7 +230,8 @@ def latency_stage(space: ChainSearchSpace, cfg: LutConfig, run_dir: Path,
     else:
         table = LatencyTable.load_or_build(path, space, batch=cfg.batch, threads=cfg.threads,
                                            warmup=cfg.warmup, repeats=cfg.repeats,
-                                           clock=cfg.clock, seed=seed)
+                                           clock=cfg.clock, seed=seed,
+                                           visits=cfg.visit_rule(), device=cfg.device)
     report: dict = {}
     if cfg.report_archs:
         report = lut_report(table, space, n=cfg.report_archs, seed=seed)
@@ -226,7 +248,7 @@ def given_table(path: Path, space: ChainSearchSpace, cfg: LutConfig) -> LatencyT
     except LatencyTableError as e:
         raise ConfigError(f"method.lut.table: {e}") from None
     needed = space_layout(space).keys()
-    wanted = {"device": device_name("cpu"), "torch_version": torch.__version__,
+    wanted = {"device": device_name(cfg.device), "torch_version": torch.__version__,
               "threads": cfg.threads, "batch": cfg.batch, "clock": cfg.clock,
               "resolution": space.template.input_size, "keys": needed}
     name = table.mismatch(wanted)
