@@ -330,6 +330,7 @@ def test_clock_is_a_table_setting(fake_timer, tmp_path):
 # --------------------------------------------------------------------------- bench_lut
 
 
+@pytest.mark.slow
 def test_bench_lut_reports_its_visits_spread_and_targets(tmp_path, capsys):
     """scripts/bench_lut.py through the search's latency stage, at one short visit: the
     figures, each run's visits and spreads, and the exit status of the targets."""
