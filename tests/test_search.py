@@ -171,7 +171,7 @@ def test_demo_supernet_paths_score_above_90_percent(tmp_path, run_entry):
 def test_moga_stability_compares_searches_that_measure_their_own_tables(moga_smoke, tmp_path):
     """scripts/moga_stability.py: two smoke searches on one supernet, each measuring its own
     latency table; every selection predicted by both tables, pairs judged against the
-    tables' stated errors."""
+    tables' stated errors; run 0 searched again on its own table as saved and x 1.03."""
     import subprocess
     import sys
 
@@ -181,15 +181,24 @@ def test_moga_stability_compares_searches_that_measure_their_own_tables(moga_smo
     out = tmp_path / "stability"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "moga_stability.py"),
                         "--supernet", str(tmp / "run" / "supernet.pt"), "--runs", "2",
-                        "--out-dir", str(out), "budget=smoke"],
+                        "--out-dir", str(out), "--perturb", "0.002", "--draws", "1",
+                        "budget=smoke"],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode in (0, 1), r.stderr[-3000:]
     s = json.loads((out / "stability.json").read_text())
     assert len(s["runs"]) == 2 and len(s["pairs"]) == 1
     pair = s["pairs"][0]
     assert pair["agree"] == (pair["latency_difference"] <= pair["stated_error"])
+    assert len(pair["latency_difference_per_table"]) == 2   # both selections on each table
+    assert pair["host_speed_ratio"] > 0                    # the same reference paths timed
     assert (r.returncode == 0) == s["all_agree"]
     for run in s["runs"]:
         own = run["predicted_by_each_table_ms"][run["run"]]
         assert own == pytest.approx(run["latency_ms"], rel=1e-9)   # its own table's figure
     assert "same network in" in r.stdout
+    controls = {c["table"]: c for c in s["controls"]}
+    assert set(controls) == {"as_saved", "times_1.03", "perturbed_0"}
+    assert controls["as_saved"]["same_as_run0"]      # a saved table reproduces the search
+    assert controls["times_1.03"]["same_as_run0"]    # NSGA-II does not see a uniform drift
+    assert controls["times_1.03"]["latency_ms"] == pytest.approx(
+        1.03 * s["runs"][0]["latency_ms"], rel=1e-9)

@@ -154,5 +154,7 @@ def test_clocks_and_the_lut_settings_of_a_gpu_table():
         check(LutConfig, {"device": "cuda"}, "lut")          # the thread clock is CPU time
     with pytest.raises(ConfigError, match="lut.device: expected cpu or cuda"):
         check(LutConfig, {"device": "tpu"}, "lut")
-    with pytest.raises(ConfigError, match="lut.visits: expected an integer from 1"):
+    with pytest.raises(ConfigError, match=r"lut.max_visits: expected at least visits \(50\)"):
         check(LutConfig, {"visits": 50}, "lut")
+    with pytest.raises(ConfigError, match=r"lut.max_spread: expected a number in \[0, 1\)"):
+        check(LutConfig, {"max_spread": 1.5}, "lut")

@@ -274,7 +274,7 @@ class LatencyTable:
                             "raw_ms": raw, "measured_ms": whole}
         self.meta.update(timing="context", resolution=space.template.input_size,
                          contexts=contexts, seed=seed, torch_device=str(dev),
-                         **visit_settings(visits), visits_done=done, spread=spread,
+                         **visits.as_meta(), visits_done=done, spread=spread,
                          low_percentile=timing.LOW_PERCENTILE, clocks=timing.clocks(dev),
                          allocator=allocator(), created=_now(),
                          positions=[len(c) for c in space.positions],
@@ -316,7 +316,7 @@ class LatencyTable:
         `path`. An unreadable file is rebuilt (with a warning) rather than trusted."""
         path = Path(path)
         wanted = {**_settings(device, threads, batch, warmup, repeats, clock),
-                  "timing": "context", "contexts": contexts, **visit_settings(visits),
+                  "timing": "context", "contexts": contexts, **visits.as_meta(),
                   "resolution": space.template.input_size, "keys": space_layout(space).keys()}
         if path.exists():
             try:
@@ -413,12 +413,6 @@ class LatencyTable:
             _check_number(cal.get("scale"), "calibration: scale")
             table.calibration = cal
         return table
-
-
-def visit_settings(visits: Visits) -> dict[str, Any]:
-    """How a table's paths were visited, as its meta records them."""
-    return {"visits": visits.least, "max_visits": visits.most,
-            "max_spread": visits.max_spread}
 
 
 def _check_number(value: Any, what: str) -> None:

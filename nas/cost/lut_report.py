@@ -14,7 +14,7 @@ from scipy.stats import kendalltau
 
 from nas.arch.builder import build
 from nas.cost import timing
-from nas.cost.lut import LatencyTable, visit_settings
+from nas.cost.lut import LatencyTable
 from nas.cost.timing import (Visits, allocator, check_device, check_settings, clock_fn,
                              device_name, intra_op_threads)
 
@@ -86,7 +86,7 @@ def lut_report(table: LatencyTable, space: ChainSearchSpace, n: int = 30,
     if device_name(dev) != meta["device"]:
         raise ValueError(f"report on {device_name(dev)!r}, but the table was measured on "
                          f"{meta['device']!r}")
-    visits = Visits(meta.get("visits", 1), meta.get("max_visits", 1), meta.get("max_spread", 0.0))
+    visits = Visits.from_meta(meta)
 
     calibration = table.calibration or {}
     excluded = {tuple(v) for v in calibration.get("vectors", [])}
@@ -127,7 +127,7 @@ def lut_report(table: LatencyTable, space: ChainSearchSpace, n: int = 30,
                   and (table_spread is None or table_spread <= visits.max_spread)},
         "settings": {"device": meta["device"], "torch_device": str(dev),
                      "torch_version": torch.__version__, "threads": threads, "batch": batch,
-                     "warmup": warmup, "repeats": repeats, **visit_settings(visits),
+                     "warmup": warmup, "repeats": repeats, **visits.as_meta(),
                      "low_percentile": timing.LOW_PERCENTILE, "clocks": timing.clocks(dev),
                      "clock": clock, "resolution": space.template.input_size,
                      "timing": meta.get("timing"), "contexts": meta.get("contexts"),

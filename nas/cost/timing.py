@@ -273,6 +273,15 @@ class Visits:
             raise ValueError(f"max_spread: expected a number in [0, 1), got "
                              f"{self.max_spread!r}")
 
+    def as_meta(self) -> dict[str, Any]:
+        """The settings as a table's meta records them (the config's key names)."""
+        return {"visits": self.least, "max_visits": self.most, "max_spread": self.max_spread}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "Visits":
+        """The settings a table's meta records; a table from before visits had one visit."""
+        return cls(meta.get("visits", 1), meta.get("max_visits", 1), meta.get("max_spread", 0.0))
+
 
 def time_visits(items: Sequence[Sequence[nn.Module]], x: torch.Tensor, *, warmup: int,
                 repeats: int, visits: Visits,

@@ -92,9 +92,10 @@ class LutConfig:
         require(self.warmup >= 0, "warmup", "an integer >= 0", self.warmup)
         require(self.clock in ("thread", "wall"), "clock", "'thread' or 'wall'", self.clock)
         require(self.report_archs >= 0, "report_archs", "an integer >= 0", self.report_archs)
-        require(1 <= self.visits <= self.max_visits, "visits",
-                f"an integer from 1 to max_visits ({self.max_visits})", self.visits)
-        require(0 <= self.max_spread < 1, "max_spread", "a number in [0, 1)", self.max_spread)
+        try:
+            self.visit_rule()
+        except ValueError as e:   # Visits says which of visits/max_visits/max_spread
+            raise ConfigError(str(e)) from None
         require(self.device == "cpu" or self.device.split(":")[0] == "cuda", "device",
                 "cpu or cuda[:k]", self.device)
         require(self.device == "cpu" or self.clock == "wall", "clock",
