@@ -106,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         r["predicted_by_each_table_ms"] = [t.predict(spec) for t in tables]
     pairs = []
     for a, b in itertools.combinations(runs, 2):
-        per_table = [abs(pa - pb) / ((pa + pb) / 2) for pa, pb in zip(
-            a["predicted_by_each_table_ms"], b["predicted_by_each_table_ms"])]
+        per_table = [apart(pa, pb) for pa, pb in zip(a["predicted_by_each_table_ms"],
+                                                     b["predicted_by_each_table_ms"])]
         diff = float(statistics.median(per_table))
         bound = a["rel_rmse"] + b["rel_rmse"]
-        own = abs(a["latency_ms"] - b["latency_ms"]) / ((a["latency_ms"] + b["latency_ms"]) / 2)
+        own = apart(a["latency_ms"], b["latency_ms"])
         pairs.append({"runs": [a["run"], b["run"]], "same_network": a["genome"] == b["genome"],
                       "latency_difference": diff, "latency_difference_per_table": per_table,
                       "latency_difference_own_tables": own, "stated_error": bound,
@@ -122,14 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.perturb is not None:
         controls = []
         rng = np.random.default_rng(args.seed)
-        controls_asked = [("as_saved", None), ("times_1.03", None),
-                          *((f"perturbed_{d}", args.perturb) for d in range(args.draws))]
-        for name, sd in controls_asked:
+        # (name, factor of every entry, sd of each entry's own factor 1 + N(0, sd))
+        controls_asked = [("as_saved", 1.0, None), ("times_1.03", 1.03, None),
+                          *((f"perturbed_{d}", 1.0, args.perturb) for d in range(args.draws))]
+        for name, factor, sd in controls_asked:
             table = LatencyTable.load(out / "run0" / "lut.json")
             for key in sorted(table.entries):    # a fixed order: the same draws on resume
-                factor = 1.0 + rng.normal(0.0, sd) if sd is not None else (
-                    1.03 if name == "times_1.03" else 1.0)
-                table.entries[key] = scaled(table.entries[key], factor)
+                own_factor = 1.0 + rng.normal(0.0, sd) if sd is not None else 1.0
+                table.entries[key] = scaled(table.entries[key], factor * own_factor)
             path = out / "control" / f"{name}.json"
             if not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"same network in {summary['same_network_fraction']:.0%} of pairs -> "
           f"{out / 'stability.json'}")
     return 0 if summary["all_agree"] else 1
+
+
+def apart(a: float, b: float) -> float:
+    """|a - b| relative to their mean."""
+    return abs(a - b) / ((a + b) / 2)
 
 
 def scaled(stats, factor: float):
