@@ -19,6 +19,7 @@ from nas.arch import io
 from nas.arch.builder import build
 from nas.arch.spec import ArchSpec
 from nas.cost import count
+from nas.data.imagefolder import prepare_batch
 from nas.ops.network import Network
 from nas.optim import OptimConfig, lightning_optimizers
 from nas.supernet.bn import recalibrate_bn
@@ -50,6 +51,10 @@ class ClassifierModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 image batches (nas.data.imagefolder) normalised where they arrived."""
+        return prepare_batch(batch)
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:

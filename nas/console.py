@@ -81,6 +81,12 @@ def quiet_third_party() -> None:
     # performance" about a layout that is in fact the same.
     warnings.filterwarnings("ignore", message=r"Grad strides do not match bucket view strides",
                             category=UserWarning, module=r"torch\.autograd")
+    # Our Lightning modules normalise uint8 batches in `on_after_batch_transfer`
+    # (nas.data.imagefolder.prepare_batch), for loaders and datamodules alike; Lightning
+    # notes that the module's hook is used beside a datamodule, which is the intent.
+    warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer` "
+                            r"in `LightningModule` but have passed in a `LightningDataModule`",
+                            category=UserWarning)
 
     by_logger: dict[str, list[str]] = {}
     for name, pattern in _LOG_NOISE:

@@ -1,19 +1,22 @@
 """Can the ImageNet datamodule feed the model? Images per second of its training loader
 alone, of `nas.train`'s fit end to end, and of the plain training step on in-memory
-batches, on a synthetic ImageFolder of JPEGs written first (needs the `vision` extra).
+batches, on a synthetic ImageFolder of JPEGs written first; and what one image costs on one
+core (decoding alone, and the whole training transform), which says how many cores a
+model's step rate needs.
 
     python scripts/bench_loader.py --root /tmp/jpegs --images 20000 --out runs/loader.json
-    python scripts/bench_loader.py --root /tmp/jpegs --images 512 --classes 4 --batch 32 \\
-        --batches 6 --arch mobilenetv2_035 --size 64          # a try on a small machine
+    python scripts/bench_loader.py --root /tmp/jpegs --images 2000 --classes 10 --batch 64 \\
+        --batches 20 --arch mobilenetv2_035 --size 224 --no-train   # the loader on a CPU
 
 The JPEGs are `--width` x `--height` (500 x 375, ImageNet's most common size), smooth colour
-fields with noise, about ImageNet's file size; written once (in parallel) and reused. Loader
+fields with noise, about ImageNet's file size; written once (in parallel) and reused. Per
+image: the median over `--repeats` passes of `--sample` files in this process. Loader
 alone: `--batches` batches after `--warmup`, with the datamodule's own transforms
-(RandomResizedCrop, flip, ToTensor, Normalize) in `data.num_workers` worker processes.
-End to end: `Recipe.train` of `--arch` on that data for `--warmup` + `--batches` training
-batches (precision and memory format as the trainer's `auto` picks them), timed from the
-first batch after the warm-up to the last. Plain step: scripts/bench_throughput.py's step at
-the same batch, size, precision and layout. Goal (issue 25): end to end >= 0.9 x plain.
+(nas/data/imagefolder.py) in `data.num_workers` worker processes. End to end:
+`Recipe.train` of `--arch` on that data for `--warmup` + `--batches` training batches
+(precision and memory format as the trainer's `auto` picks them), timed from the first batch
+after the warm-up to the last. Plain step: scripts/bench_throughput.py's step at the same
+batch, size, precision and layout. Goal (issue 25): end to end >= 0.9 x plain.
 """
 
 from __future__ import annotations
@@ -64,6 +67,41 @@ def write_folder(root: Path, images: int, classes: int, width: int, height: int,
     return sum(sizes) / len(sizes) / 1024
 
 
+def per_image_ms(datamodule, sample: int, repeats: int) -> tuple[float, float]:
+    """(decoding alone, the whole training transform) in ms per image on one core (the
+    transform normalises unless the batches are uint8): medians over `repeats` passes of the
+    first `sample` training files."""
+    import torch
+    from PIL import Image
+
+    dataset = datamodule.train_dataset()
+    paths = dataset.paths[:sample]
+
+    def decode():
+        for path in paths:
+            with Image.open(path) as img:
+                img.convert("RGB")
+
+    def transform():
+        for i in range(len(paths)):
+            dataset[(i, i)]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        costs = []
+        for fn in (decode, transform):
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            costs.append(1000 * float(np.median(times)) / len(paths))
+    finally:
+        torch.set_num_threads(threads)
+    return costs[0], costs[1]
+
+
 def loader_images_per_second(datamodule, batches: int, warmup: int) -> float:
     it = iter(datamodule.train_dataloader())
     for _ in range(warmup):
@@ -109,6 +147,12 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--normalize-on", choices=("auto", "workers", "device"), default="auto",
+                   help="data.normalize_on: float batches from the workers, or uint8 ones")
+    p.add_argument("--sample", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-train", action="store_true",
+                   help="the per-image costs and the loader only (no end to end, no step)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -130,9 +174,21 @@ def main(argv=None) -> int:
     written = time.perf_counter() - start
     data = ImageNetConfig(root=str(args.root), num_classes=args.classes, input_size=args.size,
                           batch_size=args.batch, eval_batch_size=args.batch,
-                          num_workers=args.workers)
+                          num_workers=args.workers, normalize_on=args.normalize_on)
+    decode_ms, image_ms = per_image_ms(make_datamodule(data), args.sample, args.repeats)
+    print(f"one core: decoding {decode_ms:.2f} ms/image, the training transform in all "
+          f"{image_ms:.2f} ms/image ({1000 / image_ms:,.0f} images/s per core)", flush=True)
     loader = loader_images_per_second(make_datamodule(data), args.batches, args.warmup)
-    print(f"loader alone: {loader:,.0f} images/s ({args.workers} workers)", flush=True)
+    raw = data.raw_batches()
+    print(f"loader alone: {loader:,.0f} images/s ({args.workers} workers, "
+          f"{'uint8' if raw else 'float32'} batches)", flush=True)
+    found = {
+        "cpus": os.cpu_count(), "workers": args.workers, "images": args.images,
+        "jpeg_kb": round(kb, 1), "write_seconds": round(written, 1), "size": args.size,
+        "batch": args.batch, "uint8_batches": raw, "decode_ms_per_image": round(decode_ms, 3),
+        "transform_ms_per_image": round(image_ms, 3), "loader_images_per_s": round(loader, 1)}
+    if args.no_train:
+        return write_found(args.out, found, torch.device("cpu"))
 
     trainer = TrainerConfig(enable_progress_bar=False)
     steps = args.warmup + args.batches
@@ -159,19 +215,20 @@ def main(argv=None) -> int:
     ratio = e2e / plain
     print(f"plain step ({precision}, {layout}): {plain:,.0f} images/s; end to end / plain = "
           f"{ratio:.2f} (goal 0.9)")
-    if args.out:
+    found.update({"arch": args.arch, "precision": precision, "layout": layout,
+                  "end_to_end_images_per_s": round(e2e, 1),
+                  "plain_step_images_per_s": round(plain, 1),
+                  "end_to_end_over_plain": round(ratio, 3)})
+    return write_found(args.out, found, device)
+
+
+def write_found(out: Path | None, found: dict, device) -> int:
+    if out:
         from nas.cost.timing import device_name
         from nas.files import write_text_atomic
-        write_text_atomic(args.out, json.dumps({
-            "device": device_name(device), "cpus": os.cpu_count(), "workers": args.workers,
-            "images": args.images, "jpeg_kb": round(kb, 1), "write_seconds": round(written, 1),
-            "arch": args.arch, "size": args.size, "batch": args.batch,
-            "precision": precision, "layout": layout,
-            "loader_images_per_s": round(loader, 1), "end_to_end_images_per_s": round(e2e, 1),
-            "plain_step_images_per_s": round(plain, 1), "end_to_end_over_plain": round(ratio, 3),
-        }, indent=1) + "\n")
+        write_text_atomic(out, json.dumps({"device": device_name(device), **found}, indent=1)
+                          + "\n")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -217,8 +217,8 @@ def _ddp_script(out: Path, *overrides: str) -> subprocess.CompletedProcess:
 def test_shrinking_under_ddp_keeps_every_rank_on_the_same_network(tmp_path):
     """Two CPU processes (gloo), per-device batch 16: every shrink re-wraps DDP, and both
     ranks end with the same architecture and the same weights, bit for bit. Against one
-    process with the same global batch (32): the same steps and number of shrinks, and the
-    final MACs within 25 %. Not closer, because per-rank BN normalises each half batch by its
+    process with the same global batch (32): the same steps, number of shrinks and EMA
+    decay, and the final MACs within 25 %. Not closer, because per-rank BN normalises each half batch by its
     own statistics (SyncBatchNorm runs on CUDA only), which changes every gradient a little,
     and at the smoke scale's threshold (0.9999, just under the initial BN scale) whether an
     atom dies turns on the sign of its first small updates: two one-process runs that differ
@@ -240,6 +240,8 @@ def test_shrinking_under_ddp_keeps_every_rank_on_the_same_network(tmp_path):
     alone = json.loads((one / "run" / "result.json").read_text())
     assert result["shrinks"] == alone["shrinks"] >= 2
     assert result["global_step"] == alone["global_step"]
+    # beta follows the global batch, as the lr does: 2 x 16 images per update, as one x 32
+    assert result["ema_decay"] == alone["ema_decay"]
     assert result["macs"] < result["supernet_macs"] / 2
     assert abs(result["macs"] - alone["macs"]) <= 0.25 * alone["macs"]
     assert io.loads(ranks[0]["arch_yaml"]) == io.load(ddp / "run" / "arch.yaml")

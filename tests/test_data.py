@@ -277,13 +277,177 @@ def test_imagenet_layout_errors(tmp_path):
         make_datamodule({"name": "imagenet", "root": str(tmp_path / "imagenet")}).setup()
 
 
-def test_imagenet_needs_torchvision(tmp_path, monkeypatch):
-    for sub in ("train", "val"):
-        (tmp_path / sub / "n01440764").mkdir(parents=True)
-    monkeypatch.setitem(sys.modules, "torchvision", None)
+def write_imagefolder(root: Path, sizes=((60, 40), (40, 70), (50, 50)), classes=3,
+                      val_per_class=2) -> None:
+    """root/{train,val}/<class>/*.JPEG as ImageNet lays them out: textured RGB JPEGs of
+    several sizes, one greyscale JPEG and one PNG, seeded."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", len(sizes)), ("val", val_per_class)):
+        for c in range(classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                w, h = sizes[i % len(sizes)]
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                img = Image.fromarray(pixels)
+                if i == 1 and c == 1:
+                    img.convert("L").save(folder / f"g{i}.JPEG")
+                elif i == 2 and c == 2:
+                    img.save(folder / f"p{i}.png")
+                else:
+                    img.save(folder / f"i{i}.JPEG", quality=90)
+
+
+def test_imagenet_reads_jpeg_folders(tmp_path):
+    write_imagefolder(tmp_path)
+    (tmp_path / "train" / "n00000000" / "notes.txt").write_text("not an image")
+    cfg = {"name": "imagenet", "root": str(tmp_path), "num_classes": 3, "input_size": 32,
+           "batch_size": 4, "eval_batch_size": 5, "num_workers": 0}
+    dm = make_datamodule(cfg)
+    dm.setup()
+    assert dm.classes == ["n00000000", "n00000001", "n00000002"]
+    assert dm.train_labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (4,)
+    xv, yv = next(iter(dm.val_dataloader()))
+    assert xv.shape == (5, 3, 32, 32) and yv.tolist() == [0, 0, 1, 1, 2]
+    assert len(dm.test_set) == len(dm.val_set) == 6
+    # undoing the normalisation gives the pixels back in [0, 1]
+    mean = torch.tensor(dm.mean).view(3, 1, 1)
+    std = torch.tensor(dm.std).view(3, 1, 1)
+    pixels = xv * std + mean
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    # a sample's crop and flip follow its seed, in any process
+    train = dm.train_dataset()
+    a, b, c = train[(4, 11)][0], make_datamodule(cfg).train_dataset()[(4, 11)][0], \
+        train[(4, 12)][0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    held = dm.train_dataset(np.array([4]), augment=False)   # the eval crop: no randomness
+    assert torch.equal(held[(0, 11)][0], held[(0, 12)][0]) and held[0][1] == 1
+    # the held-out part of a search sees the eval crop of the training files
+    train_part, held_part = dm.search_dataloaders()
+    assert sum(len(y) for _, y in held_part) + len(train_part.dataset) == 9
+
+
+def test_imagenet_raw_batches_normalise_where_they_arrive(tmp_path, monkeypatch):
+    """normalize_on=device: uint8 batches (a quarter of the bytes), which prepare_batch
+    turns into exactly the workers' float batches (the same arithmetic, on the CPU here)."""
+    from nas.data.imagefolder import prepare_batch
+
+    write_imagefolder(tmp_path)
+    cfg = {"name": "imagenet", "root": str(tmp_path), "num_classes": 3, "input_size": 32,
+           "batch_size": 4, "num_workers": 0}
+    raw = make_datamodule({**cfg, "normalize_on": "device"})
+    cooked = make_datamodule({**cfg, "normalize_on": "workers"})
+    for a, b in ((raw.train_dataloader(), cooked.train_dataloader()),
+                 (raw.val_dataloader(), cooked.val_dataloader())):
+        (xa, ya), (xb, yb) = next(iter(a)), next(iter(b))
+        assert xa.dtype == torch.uint8 and xb.dtype == torch.float32
+        assert torch.equal(prepare_batch(xa), xb) and torch.equal(ya, yb)
+        nested = prepare_batch({"weights": (xa, ya), "arch": [xa, ya]})
+        assert torch.equal(nested["weights"][0], xb) and nested["arch"][1] is ya
+    # auto: raw where CUDA is (the loaders pin memory there too), float elsewhere
+    auto = data_config({**cfg, "normalize_on": "auto"})
+    assert auto.raw_batches() == torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto.raw_batches()
+    with pytest.raises(ConfigError, match=r"data.normalize_on: expected one of auto, workers, "
+                       r"device, got 'gpu'"):
+        make_datamodule({**cfg, "normalize_on": "gpu"})
+
+
+def test_imagenet_crops():
+    from nas.data.imagefolder import RATIO, center_box, random_box
+
+    # 500 x 375 at 224 / 0.875: resized to 341 x 256, the window at (58, 16)
+    left, top, right, bottom = center_box(500, 375, 224, 0.875)
+    sx, sy = 341 / 500, 256 / 375
+    assert (left, top, right, bottom) == pytest.approx((58 / sx, 16 / sy, 282 / sx, 240 / sy))
+    assert center_box(375, 500, 224, 0.875) == pytest.approx((16 / sy, 58 / sx, 240 / sy,
+                                                              282 / sx))
+    torch.manual_seed(0)
+    for width, height in ((500, 375), (120, 300), (64, 64)):
+        for _ in range(200):
+            l, t, r, b = random_box(width, height, 0.08)
+            assert 0 <= l < r <= width and 0 <= t < b <= height
+            w, h = r - l, b - t
+            assert 0.08 * width * height * 0.9 <= w * h <= width * height
+            assert RATIO[0] * 0.9 <= w / h <= RATIO[1] * 1.1
+    # no box of the ratios fits a 1000 x 10 strip: the largest centred one of ratio 4/3
+    assert random_box(1000, 10, 0.9) == (493, 0, 506, 10)
+    assert random_box(10, 1000, 0.9) == (0, 493, 10, 506)
+
+
+def test_imagenet_interpolation(tmp_path):
+    write_imagefolder(tmp_path)
+    cfg = {"name": "imagenet", "root": str(tmp_path), "num_classes": 3, "input_size": 24,
+           "num_workers": 0}
+    bilinear = make_datamodule(cfg).val_set[0][0]
+    bicubic = make_datamodule({**cfg, "interpolation": "bicubic"}).val_set[0][0]
+    assert bilinear.shape == bicubic.shape and not torch.equal(bilinear, bicubic)
+    assert (bilinear - bicubic).abs().mean() < 0.5   # the same window, another filter
+    with pytest.raises(ConfigError, match=r"data.interpolation: expected one of bilinear, "
+                       r"bicubic, got 'nearest'"):
+        make_datamodule({**cfg, "interpolation": "nearest"})
+
+
+def test_imagenet_transforms_equal_torchvisions(tmp_path):
+    """The training crop equals torchvision's RandomResizedCrop + flip of the same box (to
+    float rounding); the evaluation crop, one resize of a box, equals its Resize +
+    CenterCrop to within one 8-bit level. Runs where the `vision` extra imports."""
+    try:
+        import torchvision.transforms as T
+        import torchvision.transforms.functional as TF
+    except Exception as e:   # absent, or a build that does not fit this torch
+        pytest.skip(f"torchvision does not import here ({type(e).__name__})")
+    from PIL import Image
+
+    from nas.data.base import sample_randomness
+    from nas.data.imagefolder import random_box
+
+    write_imagefolder(tmp_path, sizes=((500, 375), (375, 500), (333, 333)), classes=2)
+    cfg = {"name": "imagenet", "root": str(tmp_path), "num_classes": 2, "num_workers": 0}
+    dm = make_datamodule(cfg)
+    train, val = dm.train_dataset(), dm.val_set
+    normalize = T.Normalize(dm.mean, dm.std)
+    level = 1 / 255 / min(dm.std)
+    for i, path in enumerate(train.paths):
+        img = Image.open(path).convert("RGB")
+        with sample_randomness(i):
+            left, top, right, bottom = random_box(img.width, img.height, 0.08)
+            flip = bool(torch.rand(()) < 0.5)
+        crop = TF.resized_crop(img, top, left, bottom - top, right - left, [224, 224])
+        expected = normalize(TF.to_tensor(TF.hflip(crop) if flip else crop))
+        assert (train[(i, i)][0] - expected).abs().max() < 1e-4 * level
+    resize = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalize])
+    for i, path in enumerate(val.paths):
+        diff = (val[i][0] - resize(Image.open(path).convert("RGB"))).abs()
+        assert diff.max() < 1.01 * level and diff.mean() < 0.01 * level
+
+
+def test_imagenet_bad_files_name_the_file(tmp_path):
+    write_imagefolder(tmp_path)
+    cfg = {"name": "imagenet", "root": str(tmp_path), "num_classes": 3, "input_size": 24,
+           "num_workers": 0}
+    bad = tmp_path / "val" / "n00000001" / "i0.JPEG"
+    bad.write_bytes(bad.read_bytes()[:40])
+    dm = make_datamodule(cfg)
     with pytest.raises(DataError) as e:
-        make_datamodule({"name": "imagenet", "root": str(tmp_path)}).setup()
-    assert 'pip install -c constraints.txt -e ".[vision]"' in _one_line(e)
+        dm.val_set[dm.val_set.paths.index(str(bad))]
+    assert str(bad) in _one_line(e) and "expected a readable image file" in str(e.value)
+    assert dm.val_set[0][0].shape == (3, 24, 24)
+    # from a loader worker process, the same one line
+    with pytest.raises(DataError) as e:
+        list(make_datamodule({**cfg, "num_workers": 1}).val_dataloader())
+    assert _one_line(e).startswith(f"imagenet: cannot decode {bad} as an image")
+    for f in (tmp_path / "val" / "n00000002").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match=r"n00000002 holds no image \(expected files ending"):
+        make_datamodule(cfg).setup()
+    with pytest.raises(DataError, match=r"has 3 class folders but data.num_classes=4"):
+        make_datamodule({**cfg, "num_classes": 4}).setup()
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -37,6 +37,9 @@ def test_paper_overlays_set_the_papers_scale():
         assert (cfg.method.lam, cfg.method.stem, cfg.budget.epochs) == (1.8e-4, 16, 350)
         assert (cfg.data.name, cfg.data.input_size) == ("imagenet", 224)
         cfg = compose("search", overrides=["+experiment=moga_imagenet", "data.root=/d"])
+        for name in ("atomnas_a", "atomnas_b", "atomnas_c", "autonl", "moga"):   # bicubic
+            other = compose("search", overrides=[f"+experiment={name}_imagenet", "data.root=/d"])
+            assert other.data.interpolation == "bicubic"
         assert (cfg.method.nsga.pop_size, cfg.method.nsga.generations) == (70, 120)
         assert (cfg.method.width, cfg.budget.epochs, cfg.trainer.strategy) == (1.0, 32, "ddp")
         # MoGA's split: 50,000 of ImageNet's 1,281,167 training images score the candidates
@@ -46,3 +49,14 @@ def test_paper_overlays_set_the_papers_scale():
         assert (cfg.method.space.depth, cfg.method.constraints.params) == (13, 3.0e6)
         assert (cfg.method.constraint, cfg.method.rank_by) == ("le", "best")
         assert cfg.data.name == "cifar100"
+
+
+def test_searched_networks_train_with_the_searchs_preprocessing():
+    from nas.data import ImageNetConfig
+    from nas.search.runner import train_command
+
+    command = train_command(Path("/r/arch.yaml"), "imagenet",
+                            ImageNetConfig(root="/d", interpolation="bicubic", num_classes=100,
+                                           normalize_on="device", num_workers=3))
+    assert command.endswith("data=imagenet data.root=/d data.num_classes=100 "
+                            "data.interpolation=bicubic")

@@ -29,7 +29,18 @@ from nas.seeding import mix_seed
 
 
 class DataError(RuntimeError):
-    """A missing or malformed dataset on disk; the message is one line naming the path."""
+    """A missing or malformed dataset on disk; the message is one line naming the path.
+
+    Raised in a loader worker, it reaches the main process as torch re-raises it: the same
+    class built from "Caught DataError in DataLoader worker ..." and the worker's traceback,
+    whose last line holds the original message, which is kept.
+    """
+
+    def __init__(self, message: str = ""):
+        lines = str(message).strip().splitlines()
+        if len(lines) > 1 and lines[0].startswith("Caught DataError in DataLoader worker"):
+            message = lines[-1].split("DataError: ", 1)[-1]
+        super().__init__(message)
 
 
 @dataclasses.dataclass

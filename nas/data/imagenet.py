@@ -1,9 +1,8 @@
-"""ImageNet (or any ImageFolder-layout set) through torchvision, the optional `vision` extra.
+"""ImageNet (or any ImageFolder-layout set), read with Pillow (`nas.data.imagefolder`).
 
-torchvision is imported only in `setup()`, so the core never needs it. The folder layout
-is checked before torchvision is asked for, so a wrong `data.root` is reported as such.
-The `val/` folder serves as both validation and test set (ImageNet's labelled test set
-is its validation set); searches hold out part of `train/` instead.
+The folder layout is checked before any file is read, so a wrong `data.root` is reported
+as such. The `val/` folder serves as both validation and test set (ImageNet's labelled
+test set is its validation set); searches hold out part of `train/` instead.
 """
 
 from __future__ import annotations
@@ -12,16 +11,17 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import MISSING
 from torch.utils.data import Dataset
 
 from nas.config import require
-from nas.data.base import (DataError, ImageDataModule, LoaderConfig, sample_randomness,
-                           split_key)
+from nas.data.base import DataError, ImageDataModule, LoaderConfig
+from nas.data.imagefolder import INTERPOLATIONS, MEAN, STD, ImageFolderSet, scan
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-VISION_EXTRA = "pip install -c constraints.txt -e \".[vision]\""
+# Where the images are normalised: `workers` (float batches), `device` (uint8 batches,
+# normalised where they arrive: `prepare_batch`), `auto` (device where CUDA is, as pinning).
+NORMALIZE_ON = ("auto", "workers", "device")
 
 
 @dataclasses.dataclass
@@ -34,6 +34,8 @@ class ImageNetConfig(LoaderConfig):
     input_size: int = 224
     crop_pct: float = 0.875
     min_scale: float = 0.08
+    interpolation: str = "bilinear"
+    normalize_on: str = "auto"
     num_workers: int = 8
 
     def _names(self) -> tuple[str, ...]:
@@ -55,43 +57,26 @@ class ImageNetConfig(LoaderConfig):
         require(0.0 < self.crop_pct <= 1.0, "crop_pct",
                 "a fraction in (0, 1] (eval resize = input_size / crop_pct)", self.crop_pct)
         require(0.0 < self.min_scale <= 1.0, "min_scale",
-                "a fraction in (0, 1] (RandomResizedCrop's smallest area)", self.min_scale)
+                "a fraction in (0, 1] (the training crop's smallest area)", self.min_scale)
+        require(self.interpolation in INTERPOLATIONS, "interpolation",
+                "one of " + ", ".join(INTERPOLATIONS), self.interpolation)
+        require(self.normalize_on in NORMALIZE_ON, "normalize_on",
+                "one of " + ", ".join(NORMALIZE_ON), self.normalize_on)
+
+    def raw_batches(self) -> bool:
+        """Whether the loaders give uint8 images (normalised after the transfer)."""
+        if self.normalize_on == "auto":
+            return torch.cuda.is_available()
+        return self.normalize_on == "device"
 
 
 def expected_layout(root: Path) -> str:
     return f"ImageFolder layout {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG"
 
 
-def import_torchvision():
-    try:
-        import torchvision
-    except ImportError:
-        raise DataError("data.name=imagenet needs torchvision, in the optional `vision` extra: "
-                        f"{VISION_EXTRA}") from None
-    return torchvision
-
-
-class _Transformed(Dataset):
-    """A subset of an untransformed ImageFolder seen through one transform.
-
-    One folder scan (slow at ImageNet scale) serves augmented and eval views alike.
-    """
-
-    def __init__(self, folder, indices: np.ndarray, transform):
-        self.folder, self.indices, self.transform = folder, indices, transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, key):
-        i, seed = split_key(key)
-        image, label = self.folder[int(self.indices[i])]
-        with sample_randomness(seed):
-            return self.transform(image), label
-
-
 class ImageNetDataModule(ImageDataModule):
-    """RandomResizedCrop + flip for training; resize to input_size/crop_pct + center crop."""
+    """The random crop + flip for training; resize to input_size/crop_pct + centre crop for
+    evaluation (`nas.data.imagefolder`)."""
 
     cfg: ImageNetConfig
 
@@ -100,9 +85,10 @@ class ImageNetDataModule(ImageDataModule):
         self.num_classes = cfg.num_classes
         self.input_size = cfg.input_size
         self.in_channels = 3
-        self._mean, self._std = IMAGENET_MEAN, IMAGENET_STD
+        self._mean, self._std = MEAN, STD
         self.root = Path(cfg.root).expanduser()
         self.classes: list[str] = []
+        self._train_paths: list[str] = []
 
     def check_layout(self) -> None:
         """One-line DataError naming the first missing or empty folder."""
@@ -117,32 +103,27 @@ class ImageNetDataModule(ImageDataModule):
 
     def _load(self) -> None:
         self.check_layout()
-        tv = import_torchvision()
-        T = tv.transforms
-        train = tv.datasets.ImageFolder(str(self.root / "train"))
-        val = tv.datasets.ImageFolder(str(self.root / "val"))
-        if len(train.classes) != self.num_classes:
-            raise DataError(f"imagenet: {self.root / 'train'} has {len(train.classes)} class "
+        classes, paths, labels = scan(self.root / "train", "imagenet")
+        if len(classes) != self.num_classes:
+            raise DataError(f"imagenet: {self.root / 'train'} has {len(classes)} class "
                             f"folders but data.num_classes={self.num_classes}; set "
-                            f"data.num_classes={len(train.classes)}")
-        if val.classes != train.classes:
+                            f"data.num_classes={len(classes)}")
+        val_classes, val_paths, val_labels = scan(self.root / "val", "imagenet")
+        if val_classes != classes:
             raise DataError(f"imagenet: the class folders of {self.root / 'val'} differ from "
                             f"those of {self.root / 'train'}")
-        self.classes = list(train.classes)
-        normalize = T.Normalize(self._mean, self._std)
-        self._train_tf = T.Compose([
-            T.RandomResizedCrop(self.input_size, scale=(self.cfg.min_scale, 1.0)),
-            T.RandomHorizontalFlip(), T.ToTensor(), normalize])
-        self._eval_tf = T.Compose([
-            T.Resize(int(self.input_size / self.cfg.crop_pct)), T.CenterCrop(self.input_size),
-            T.ToTensor(), normalize])
-        self._train_folder = train
-        self._train_labels = np.asarray(train.targets, dtype=np.int64)
-        self._val_set = _Transformed(val, np.arange(len(val)), self._eval_tf)
+        self.classes = classes
+        self._train_paths, self._train_labels = paths, labels
+        self._val_set = self._set(val_paths, val_labels, np.arange(len(val_paths)), False)
         self._test_set = self._val_set
+
+    def _set(self, paths: list[str], labels: np.ndarray, indices: np.ndarray,
+             augment: bool) -> ImageFolderSet:
+        c = self.cfg
+        return ImageFolderSet(paths, labels, indices, c.input_size, augment, c.min_scale,
+                              c.crop_pct, c.interpolation, c.raw_batches(), "imagenet")
 
     def train_dataset(self, indices: np.ndarray | None = None, augment: bool = True) -> Dataset:
         self.setup()
         idx = np.arange(len(self.train_labels)) if indices is None else indices
-        return _Transformed(self._train_folder, idx,
-                            self._train_tf if augment else self._eval_tf)
+        return self._set(self._train_paths, self._train_labels, idx, augment)

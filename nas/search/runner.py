@@ -31,9 +31,11 @@ def train_command(arch_path: Path, data_choice: str, data: LoaderConfig) -> str:
         args.append(f"data.root={root}")
     # A search at another input size (DARTS's demo: 16x16) trains its result at that size,
     # and one with another split (ReXNet's demo) on the same split, so that the test images
-    # stay ones the search never ranked candidates on.
+    # stay ones the search never ranked candidates on; a subset's classes and the ImageNet
+    # crops and resize (the MnasNet-style overlays' bicubic) go with them too.
     defaults = {f.name: f.default for f in dataclasses.fields(data)}
-    for key in ("input_size", "val_fraction", "test_fraction", "data_seed"):
+    for key in ("input_size", "val_fraction", "test_fraction", "data_seed", "num_classes",
+                "crop_pct", "min_scale", "interpolation"):
         if key in defaults and getattr(data, key) != defaults[key]:
             args.append(f"data.{key}={getattr(data, key)}")
     return " ".join(shlex.quote(a) for a in args)

@@ -12,6 +12,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from nas.data.imagefolder import prepare_batch
+
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable, steps: int,
@@ -36,7 +38,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, steps: int,
         if used >= steps:
             break
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        model(x.to(device) if device is not None else x)
+        model(prepare_batch(x.to(device) if device is not None else x))
         used += 1
     for bn, m in zip(bns, momenta):
         bn.momentum = m

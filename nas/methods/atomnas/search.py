@@ -126,8 +126,6 @@ class AtomNASModule(ClassifierModule):
                          bn_recalibration_steps=cfg.recalibration_steps,
                          model=PrunableChain(spec))
         self.cfg = cfg
-        self.ema_decay = ema_decay_for_batch(cfg.optim.ema_decay, batch_size,
-                                             cfg.ema_reference_batch)
         self.groups = atom_groups(spec)
         # Fixed from the supernet: shrinking removes atoms but not the scale of the penalty.
         self.normaliser = penalty_normaliser(self.groups, cfg.penalty)
@@ -173,6 +171,15 @@ class AtomNASModule(ClassifierModule):
         self.log("train/penalty", pen, batch_size=n)
         self.log("train/rho", r, batch_size=n)
         return loss
+
+    @property
+    def ema_decay(self) -> float:
+        """The importance factors' momentum beta at the global batch (the per-device batch
+        times the devices), as the optimizer's lr: the same images per update on any number
+        of devices."""
+        devices = self._trainer.world_size if self._trainer is not None else 1
+        return ema_decay_for_batch(self.cfg.optim.ema_decay, self.batch_size * max(1, devices),
+                                   self.cfg.ema_reference_batch)
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -382,7 +389,7 @@ def _search(cfg: AtomNASConfig, ctx: SearchContext) -> SearchResult | None:
         "supernet_macs": supernet_cost.macs, "supernet_params": supernet_cost.params,
         "lam": cfg.lam, "penalty": cfg.penalty, "shrinks": sum(h["shrunk"] for h in module.history),
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-        "fit_seconds": round(fit_seconds, 1),
+        "ema_decay": module.ema_decay, "fit_seconds": round(fit_seconds, 1),
     }
     artifacts = {name: run_dir / name for name in (
         "flops.csv", "flops.png", "atoms.png", "checkpoints/last.ckpt")}

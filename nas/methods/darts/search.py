@@ -31,6 +31,7 @@ from nas.classifier import CHECKPOINT_FORMAT
 from nas.config import ConfigError, require
 from nas.cost import count
 from nas.data import ImageDataModule
+from nas.data.imagefolder import prepare_batch
 from nas.files import write_text_atomic
 from nas.methods.base import Method, SearchContext, SearchResult
 from nas.methods.darts.grad import HVP_EPS, first_order, second_order
@@ -183,6 +184,10 @@ class DartsModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 image batches (nas.data.imagefolder) normalised where they arrived."""
+        return prepare_batch(batch)
 
     def configure_optimizers(self):
         weights, arch = make_optimizers(self.net, self.cfg)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from nas.classifier import NonFiniteLoss
+from nas.data.imagefolder import prepare_batch
 from nas.methods.moga.supernet import ChainSupernet
 from nas.optim import OptimConfig, lightning_optimizers
 from nas.seeding import mix_seed
@@ -54,6 +55,10 @@ class FairNASModule(pl.LightningModule):
         self.same_batch = same_batch
         self.m = space.n_choices[0]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 image batches (nas.data.imagefolder) normalised where they arrived."""
+        return prepare_batch(batch)
 
     def paths(self, step: int) -> list[list[int]]:
         return fair_paths(self.space, self.seed, step)

@@ -29,6 +29,7 @@ from nas.cost.lut import LatencyTable, LatencyTableError, space_layout
 from nas.cost.lut_report import lut_report
 from nas.cost.timing import Visits, device_name, steady_malloc
 from nas.data import ImageDataModule
+from nas.data.imagefolder import prepare_batch
 from nas.files import pyplot, save_figure, write_atomic, write_text_atomic
 from nas.memory_format import set_memory_format
 from nas.methods.base import Method, SearchContext, SearchResult, method_setting
@@ -174,7 +175,7 @@ class CandidateScorer:
         correct = total = 0
         loss = 0.0
         for x, y in self.eval_batches:
-            logits = path(x.to(self.device)).cpu()
+            logits = path(prepare_batch(x.to(self.device))).cpu()
             correct += int((logits.argmax(1) == y).sum())
             loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             total += len(y)
