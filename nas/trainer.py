@@ -18,10 +18,12 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, RichProgr
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from nas.config import ConfigError, require
+from nas.cost.timing import steady_malloc
 from nas.memory_format import MEMORY_FORMATS, MemoryFormat
 from nas.seeding import EpochSeed
 
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
+MALLOCS = ("auto", "heap", "default")  # trainer.malloc: see keep_heap
 
 @dataclass
 class BudgetConfig:
@@ -57,10 +59,12 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1
     enable_progress_bar: bool = True
     memory_format: str = "auto"  # auto (channels_last on the CPU) | channels_last | contiguous
+    malloc: str = "auto"         # auto (heap on the CPU) | heap | default
 
     def __post_init__(self) -> None:
         require(self.memory_format in MEMORY_FORMATS, "memory_format",
                 f"one of {', '.join(MEMORY_FORMATS)}", self.memory_format)
+        require(self.malloc in MALLOCS, "malloc", f"one of {', '.join(MALLOCS)}", self.malloc)
         require(self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "accelerator",
                 "one of auto, cpu, gpu, cuda, mps", self.accelerator)
         require(self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1),
@@ -138,6 +142,18 @@ def use_tensor_cores(accelerator: str) -> None:
         torch.set_float32_matmul_precision("high")
 
 
+def keep_heap(malloc: str, accelerator: str) -> bool:
+    """`trainer.malloc`: with `heap` (`auto`: on the CPU) this process serves every buffer
+    from glibc's heap and keeps it there when freed (`steady_malloc(heap_only=True)`).
+    Training on the CPU at ImageNet sizes otherwise spends most of its time in page faults
+    on activations that glibc maps and unmaps at every step (scripts/bench_cpu_heap.py at
+    224, batch 32: steps 1.5-2x as fast, peak memory x 1.2-1.4). `default` leaves glibc as
+    it is. Returns whether the heap is kept."""
+    if malloc == "heap" or (malloc == "auto" and not runs_on_cuda(accelerator)):
+        return steady_malloc(heap_only=True)
+    return False
+
+
 def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
                  logger: LoggerConfig, *, name: str, seed: int,
                  callbacks: Sequence[Callback] = (), **overrides: Any) -> pl.Trainer:
@@ -154,6 +170,7 @@ def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
                           "set trainer.sync_batchnorm=false to keep per-process BN on "
                           f"{trainer.accelerator} (accelerator), or train on GPUs")
     use_tensor_cores(trainer.accelerator)
+    keep_heap(trainer.malloc, trainer.accelerator)
     loggers = make_loggers(logger, run_dir, name)
     all_callbacks: list[Callback] = [MemoryFormat(trainer.memory_format), EpochSeed(seed),
                                      *callbacks]

@@ -4,14 +4,14 @@
 #   2. training throughput against torchvision and timm, per precision and memory layout
 #      (scripts/bench_throughput.py);
 #   3. the ImageNet loader on 20,000 synthetic JPEGs: alone, nas.train end to end, and the
-#      plain step (scripts/bench_loader.py);
+#      plain step (scripts/bench_loader.py); the loader alone again with float32 batches;
 #   4. the predicted wall time of every experiments/*_imagenet overlay (estimate=true; the
 #      data is not there, so the published ImageNet sizes are used).
 # The smokes run side by side, and so do the estimates (the GPU has the room).
 # On the lent machine (../shared/device/README.md): carry `.whl`, then
 #   bash scripts/gpu_check.sh
 # Files written (at most 8 come back): gpu.csv, smoke.tsv, throughput.json, loader.json,
-# estimates.json, gpu_check.log. Each step has its own timeout, so one that hangs does not take the rest.
+# loader_workers.json, estimates.json, gpu_check.log. Each step has its own timeout, so one that hangs does not take the rest.
 set -u
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
@@ -49,6 +49,10 @@ timeout 180 "$PY" scripts/bench_throughput.py --out "$OUT/throughput.json" >> "$
 
 timeout 150 "$PY" scripts/bench_loader.py --root "$WORK/jpegs" --images 20000 \
     --out "$OUT/loader.json" >> "$LOG" 2>&1 || echo "bench_loader: exit $?" >> "$LOG"
+# the loader alone again with float32 batches from the workers (the default on CUDA: uint8)
+timeout 60 "$PY" scripts/bench_loader.py --root "$WORK/jpegs" --images 20000 --no-train \
+    --normalize-on workers --out "$OUT/loader_workers.json" >> "$LOG" 2>&1 \
+    || echo "bench_loader workers: exit $?" >> "$LOG"
 
 for overlay in experiments/*_imagenet.yaml; do
     name=$(basename "$overlay" .yaml)

@@ -28,3 +28,25 @@ def test_the_throughput_bench_compares_layouts_and_precisions(tmp_path):
                     ("bf16", "channels_last")]
     assert all(row["images_per_s"] > 0 for row in summary["rows"])
     assert set(summary["faster_layout"]) == {"mobilenetv2_035/fp32", "mobilenetv2_035/bf16"}
+
+
+def test_the_loader_bench_measures_the_imagenet_datamodule(tmp_path):
+    """bench_loader.py at a tiny scale: JPEGs written in the ImageFolder layout, the
+    per-image costs, the loader alone, nas.train end to end and the plain step."""
+    out = tmp_path / "loader.json"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_loader.py"),
+                        "--root", str(tmp_path / "jpegs"), "--images", "8", "--classes", "2",
+                        "--width", "64", "--height", "48", "--size", "32", "--batch", "2",
+                        "--batches", "2", "--warmup", "1", "--workers", "0", "--sample", "4",
+                        "--repeats", "1", "--arch", "mobilenetv2_035",
+                        "--normalize-on", "device", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    found = json.loads(out.read_text())
+    assert found["uint8_batches"] is True and found["images"] == 8
+    assert len(list((tmp_path / "jpegs" / "train").glob("c*/*.JPEG"))) == 8
+    for key in ("decode_ms_per_image", "transform_ms_per_image", "loader_images_per_s",
+                "end_to_end_images_per_s", "plain_step_images_per_s"):
+        assert found[key] > 0, key
+    ratio = found["end_to_end_images_per_s"] / found["plain_step_images_per_s"]
+    assert abs(found["end_to_end_over_plain"] - ratio) < 0.005   # of the unrounded rates

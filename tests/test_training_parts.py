@@ -1,5 +1,8 @@
 """Pieces of the training stage: BN recalibration, the TF-style EMA, checkpoint reading."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -75,3 +78,54 @@ def test_tensor_cores_are_allowed_on_cuda_only(monkeypatch, tmp_path):
     trainer = make_trainer(tmp_path, TrainerConfig(accelerator="cpu"), BudgetConfig(),
                            LoggerConfig(csv=False, wandb=False), name="x", seed=0)
     assert trainer.precision == "32-true" and calls == ["high"]
+
+
+HEAP_PROBE = """
+import sys, torch
+from nas.trainer import keep_heap
+
+def heap_mb():
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("[heap]"):
+                start, end = (int(a, 16) for a in line.split()[0].split("-"))
+                return (end - start) >> 20
+    return 0
+
+kept = keep_heap(sys.argv[1], sys.argv[2])
+before = heap_mb()
+held = torch.empty(100 << 20, dtype=torch.uint8)      # above glibc's 32 MB mmap ceiling
+held.fill_(1)
+print(kept, heap_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize("malloc, accelerator, kept", [("auto", "cpu", True),
+                                                       ("default", "cpu", False)])
+def test_trainer_malloc_keeps_large_buffers_in_the_heap(malloc, accelerator, kept):
+    """With the heap kept, a 100 MB buffer grows the heap; glibc's default maps it on its
+    own and the heap stays as it was (fresh processes: the setting is process-wide)."""
+    r = subprocess.run([sys.executable, "-c", HEAP_PROBE, malloc, accelerator],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got, grown_mb = r.stdout.split()
+    assert got == str(kept)
+    assert (int(grown_mb) >= 100) == kept and (int(grown_mb) < 10) == (not kept)
+
+
+def test_trainer_malloc_is_checked_and_chosen_per_device(monkeypatch):
+    import nas.trainer
+    from nas.config import ConfigError, check
+    from nas.trainer import TrainerConfig, keep_heap
+
+    calls = []
+    monkeypatch.setattr(nas.trainer, "steady_malloc", lambda **kw: calls.append(kw) or True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not keep_heap("auto", "gpu") and not keep_heap("auto", "auto") and calls == []
+    assert keep_heap("heap", "gpu") and keep_heap("auto", "cpu")
+    assert calls == [{"heap_only": True}] * 2
+    assert TrainerConfig().malloc == "auto"
+    with pytest.raises(ConfigError, match=r"trainer.malloc: expected one of auto, heap, "
+                       r"default, got 'tcmalloc'"):
+        check(TrainerConfig, {"malloc": "tcmalloc"}, "trainer")

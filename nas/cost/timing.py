@@ -137,23 +137,28 @@ def clocks(device: torch.device | str) -> dict[str, Any]:
     return {"cpu_mhz": round(max(mhz)) if mhz else None}
 
 
-def steady_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+def steady_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30,
+                  heap_only: bool = False) -> bool:
     """Keep freed activation buffers in glibc's heap instead of returning them to the OS.
 
     By default glibc serves large allocations with mmap and trims the heap top, so each
     CPU forward can pay page faults on its activations; measured here, a 112x112 MoGA
     block took 7.3 ms that way and 1.7 ms without, and which case a measurement hits
-    depends on the process's allocation history. Process-wide, so opt-in (the scripts call
-    it). Returns False where glibc's mallopt is unavailable.
+    depends on the process's allocation history. glibc caps `mmap_threshold` at 32 MB;
+    `heap_only` also serves the larger buffers of training at ImageNet sizes from the heap
+    (trainer.malloc). Process-wide, so opt-in (the scripts and the CPU trainer call it).
+    Returns False where glibc's mallopt is unavailable.
     """
     global _allocator
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4  # glibc's malloc.h
     ok = bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(
         mallopt(m_trim_threshold, trim_threshold))
+    if ok and heap_only:
+        ok = bool(mallopt(m_mmap_max, 0))
     if ok:
         _allocator = "steady"
     return ok
