@@ -23,7 +23,7 @@ from nas.memory_format import MEMORY_FORMATS, MemoryFormat
 from nas.seeding import EpochSeed
 
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "64-true")
-MALLOCS = ("auto", "heap", "default")  # trainer.malloc: see keep_heap
+MALLOCS = ("default", "heap")  # trainer.malloc: see keep_heap
 
 @dataclass
 class BudgetConfig:
@@ -59,7 +59,7 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1
     enable_progress_bar: bool = True
     memory_format: str = "auto"  # auto (channels_last on the CPU) | channels_last | contiguous
-    malloc: str = "auto"         # auto (heap on the CPU) | heap | default
+    malloc: str = "default"      # default (glibc's) | heap (faster CPU steps, more memory)
 
     def __post_init__(self) -> None:
         require(self.memory_format in MEMORY_FORMATS, "memory_format",
@@ -142,16 +142,14 @@ def use_tensor_cores(accelerator: str) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-def keep_heap(malloc: str, accelerator: str) -> bool:
-    """`trainer.malloc`: with `heap` (`auto`: on the CPU) this process serves every buffer
-    from glibc's heap and keeps it there when freed (`steady_malloc(heap_only=True)`).
-    Training on the CPU at ImageNet sizes otherwise spends most of its time in page faults
-    on activations that glibc maps and unmaps at every step (scripts/bench_cpu_heap.py at
-    224, batch 32: steps 1.5-2x as fast, peak memory x 1.2-1.4). `default` leaves glibc as
-    it is. Returns whether the heap is kept."""
-    if malloc == "heap" or (malloc == "auto" and not runs_on_cuda(accelerator)):
-        return steady_malloc(heap_only=True)
-    return False
+def keep_heap(malloc: str) -> bool:
+    """`trainer.malloc=heap`: this process serves every buffer from glibc's heap and keeps
+    it there when freed (`steady_malloc(heap_only=True)`). Training on the CPU at ImageNet
+    sizes otherwise spends much of its time in page faults on activations that glibc maps
+    and unmaps at every step (scripts/bench_cpu_heap.py at 224, batch 32: steps 1.5-2x as
+    fast, peak memory x 1.2-1.4). Opt-in: the AtomNAS supernet at batch 64 outgrew a 24 GB
+    machine that way. `default` leaves glibc as it is. Returns whether the heap is kept."""
+    return malloc == "heap" and steady_malloc(heap_only=True)
 
 
 def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
@@ -170,7 +168,7 @@ def make_trainer(run_dir: Path, trainer: TrainerConfig, budget: BudgetConfig,
                           "set trainer.sync_batchnorm=false to keep per-process BN on "
                           f"{trainer.accelerator} (accelerator), or train on GPUs")
     use_tensor_cores(trainer.accelerator)
-    keep_heap(trainer.malloc, trainer.accelerator)
+    keep_heap(trainer.malloc)
     loggers = make_loggers(logger, run_dir, name)
     all_callbacks: list[Callback] = [MemoryFormat(trainer.memory_format), EpochSeed(seed),
                                      *callbacks]

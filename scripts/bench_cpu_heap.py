@@ -41,7 +41,7 @@ def child(args) -> dict:
 
     from nas.trainer import keep_heap
 
-    if args.child == "heap" and not keep_heap("heap", "cpu"):
+    if args.child == "heap" and not keep_heap("heap"):
         raise SystemExit("glibc's mallopt is not available here")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

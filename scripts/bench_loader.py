@@ -6,7 +6,7 @@ model's step rate needs.
 
     python scripts/bench_loader.py --root /tmp/jpegs --images 20000 --out runs/loader.json
     python scripts/bench_loader.py --root /tmp/jpegs --images 2000 --classes 10 --batch 64 \\
-        --batches 20 --arch mobilenetv2_035 --size 224 --no-train   # the loader on a CPU
+        --batches 20 --no-train --normalize-on workers   # the loader alone, as on a CPU
 
 The JPEGs are `--width` x `--height` (500 x 375, ImageNet's most common size), smooth colour
 fields with noise, about ImageNet's file size; written once (in parallel) and reused. Per

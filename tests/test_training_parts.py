@@ -92,7 +92,7 @@ def heap_mb():
                 return (end - start) >> 20
     return 0
 
-kept = keep_heap(sys.argv[1], sys.argv[2])
+kept = keep_heap(sys.argv[1])
 before = heap_mb()
 held = torch.empty(100 << 20, dtype=torch.uint8)      # above glibc's 32 MB mmap ceiling
 held.fill_(1)
@@ -101,12 +101,11 @@ print(kept, heap_mb() - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-@pytest.mark.parametrize("malloc, accelerator, kept", [("auto", "cpu", True),
-                                                       ("default", "cpu", False)])
-def test_trainer_malloc_keeps_large_buffers_in_the_heap(malloc, accelerator, kept):
+@pytest.mark.parametrize("malloc, kept", [("heap", True), ("default", False)])
+def test_trainer_malloc_keeps_large_buffers_in_the_heap(malloc, kept):
     """With the heap kept, a 100 MB buffer grows the heap; glibc's default maps it on its
     own and the heap stays as it was (fresh processes: the setting is process-wide)."""
-    r = subprocess.run([sys.executable, "-c", HEAP_PROBE, malloc, accelerator],
+    r = subprocess.run([sys.executable, "-c", HEAP_PROBE, malloc],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     got, grown_mb = r.stdout.split()
@@ -114,18 +113,18 @@ def test_trainer_malloc_keeps_large_buffers_in_the_heap(malloc, accelerator, kep
     assert (int(grown_mb) >= 100) == kept and (int(grown_mb) < 10) == (not kept)
 
 
-def test_trainer_malloc_is_checked_and_chosen_per_device(monkeypatch):
+def test_trainer_malloc_is_opt_in_and_checked(monkeypatch, tmp_path):
     import nas.trainer
     from nas.config import ConfigError, check
-    from nas.trainer import TrainerConfig, keep_heap
+    from nas.trainer import BudgetConfig, LoggerConfig, TrainerConfig, make_trainer
 
     calls = []
     monkeypatch.setattr(nas.trainer, "steady_malloc", lambda **kw: calls.append(kw) or True)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert not keep_heap("auto", "gpu") and not keep_heap("auto", "auto") and calls == []
-    assert keep_heap("heap", "gpu") and keep_heap("auto", "cpu")
-    assert calls == [{"heap_only": True}] * 2
-    assert TrainerConfig().malloc == "auto"
-    with pytest.raises(ConfigError, match=r"trainer.malloc: expected one of auto, heap, "
-                       r"default, got 'tcmalloc'"):
+    assert TrainerConfig().malloc == "default"
+    for malloc in ("default", "heap"):
+        make_trainer(tmp_path, TrainerConfig(accelerator="cpu", malloc=malloc), BudgetConfig(),
+                     LoggerConfig(csv=False, wandb=False), name="x", seed=0)
+    assert calls == [{"heap_only": True}]
+    with pytest.raises(ConfigError, match=r"trainer.malloc: expected one of default, heap, "
+                       r"got 'tcmalloc'"):
         check(TrainerConfig, {"malloc": "tcmalloc"}, "trainer")

@@ -146,7 +146,7 @@ def steady_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30,
     block took 7.3 ms that way and 1.7 ms without, and which case a measurement hits
     depends on the process's allocation history. glibc caps `mmap_threshold` at 32 MB;
     `heap_only` also serves the larger buffers of training at ImageNet sizes from the heap
-    (trainer.malloc). Process-wide, so opt-in (the scripts and the CPU trainer call it).
+    (trainer.malloc=heap). Process-wide, so opt-in (the scripts and that setting call it).
     Returns False where glibc's mallopt is unavailable.
     """
     global _allocator

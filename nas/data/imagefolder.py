@@ -7,11 +7,12 @@ training takes a random box of 8-100 % of the area (`min_scale`) with an aspect 
 flip; evaluation takes the centred `input_size` window of the image resized so that its
 shorter side is `input_size / crop_pct`, in one Pillow resize of the box that becomes that
 window, so the resized image is never made. Given the same box, both equal torchvision's
-transforms of PIL images to within one 8-bit level (antialiased resizes; measured in
-docs/training.md#imagenet-loader).
+transforms of PIL images to within one 8-bit level (antialiased resizes; tested in
+tests/test_data.py where torchvision imports).
 
-Normalising in the workers costs them an eighth of their time and makes every batch four
-times larger to hand over. So a set may give its images raw (uint8), and `prepare_batch`
+Normalised in the workers, every batch is four times larger to hand over (the loader gave
+a fifth more images per second on two cores without it: docs/training.md#imagenet-loader).
+So a set may give its images raw (uint8), and `prepare_batch`
 normalises them where the batch has arrived: every training, validation and test step
 (the Lightning modules' `on_after_batch_transfer`), BN recalibration and MoGA's scoring
 call it. A uint8 image batch means 8-bit RGB to be normalised with MEAN and STD.
@@ -40,8 +41,6 @@ STD = (0.229, 0.224, 0.225)
 # (x / 255 - mean) / std as one subtraction and one multiplication
 _SHIFT = torch.tensor(MEAN, dtype=torch.float32).view(3, 1, 1) * 255.0
 _SCALE = 1.0 / (torch.tensor(STD, dtype=torch.float32).view(3, 1, 1) * 255.0)
-
-
 _ON_DEVICE: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -85,7 +84,7 @@ def scan(folder: Path, what: str) -> tuple[list[str], list[str], np.ndarray]:
     return classes, paths, np.asarray(labels, dtype=np.int64)
 
 
-def random_box(width: int, height: int, min_scale: float) -> tuple[float, float, float, float]:
+def random_box(width: int, height: int, min_scale: float) -> tuple[int, int, int, int]:
     """A random (left, top, right, bottom) box of min_scale-1 of the area, ratio in RATIO.
 
     Ten tries of (area, log-uniform ratio) that fit the image; then the largest centred
