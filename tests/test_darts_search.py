@@ -341,6 +341,7 @@ def _script(name, *args, cwd):
                           env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow   # 25 s: kept out of the default run, which must stay under 10 min
 def test_bench_darts_times_both_orders(tmp_path):
     """scripts/bench_darts.py on a tiny network (NNI needs its own virtualenv: skipped)."""
     out = tmp_path / "bench.json"
