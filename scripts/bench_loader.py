@@ -175,10 +175,11 @@ def main(argv=None) -> int:
     data = ImageNetConfig(root=str(args.root), num_classes=args.classes, input_size=args.size,
                           batch_size=args.batch, eval_batch_size=args.batch,
                           num_workers=args.workers, normalize_on=args.normalize_on)
-    decode_ms, image_ms = per_image_ms(make_datamodule(data), args.sample, args.repeats)
+    datamodule = make_datamodule(data)   # one folder scan serves both measurements
+    decode_ms, image_ms = per_image_ms(datamodule, args.sample, args.repeats)
     print(f"one core: decoding {decode_ms:.2f} ms/image, the training transform in all "
           f"{image_ms:.2f} ms/image ({1000 / image_ms:,.0f} images/s per core)", flush=True)
-    loader = loader_images_per_second(make_datamodule(data), args.batches, args.warmup)
+    loader = loader_images_per_second(datamodule, args.batches, args.warmup)
     raw = data.raw_batches()
     print(f"loader alone: {loader:,.0f} images/s ({args.workers} workers, "
           f"{'uint8' if raw else 'float32'} batches)", flush=True)
@@ -229,6 +230,7 @@ def write_found(out: Path | None, found: dict, device) -> int:
         write_text_atomic(out, json.dumps({"device": device_name(device), **found}, indent=1)
                           + "\n")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

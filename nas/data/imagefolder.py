@@ -155,12 +155,12 @@ class ImageFolderSet(Dataset):
 
     def load(self, path: str) -> torch.Tensor:
         """One file through the crop, the optional flip and (unless raw) the normalisation."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         try:
             with Image.open(path) as img:
                 img = img.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+        except (OSError, ValueError) as e:   # PIL's UnidentifiedImageError is an OSError
             raise DataError(f"{self.what}: cannot decode {path} as an image "
                             f"({type(e).__name__}: {e}); expected a readable image file") \
                 from None
